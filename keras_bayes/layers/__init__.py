@@ -1,0 +1,22 @@
+"""Bayesian and batched layers for Keras 3."""
+
+from keras_bayes.layers.conv import (
+    Conv1DFlipout,
+    Conv1DReparameterization,
+    Conv2DFlipout,
+    Conv2DReparameterization,
+    Conv3DFlipout,
+    Conv3DReparameterization,
+    Convolution1DFlipout,
+    Convolution1DReparameterization,
+    Convolution2DFlipout,
+    Convolution2DReparameterization,
+    Convolution3DFlipout,
+    Convolution3DReparameterization,
+)
+from keras_bayes.layers.dense import (
+    DenseFlipout,
+    DenseLocalReparameterization,
+    DenseReparameterization,
+)
+from keras_bayes.layers.variational import VariationalLayer

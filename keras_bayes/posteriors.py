@@ -1,0 +1,152 @@
+"""Variational posteriors over a layer's weights.
+
+A posterior says which variables a weight needs and how they map to a
+distribution. Layers own the variables (`<name>_loc` and, for a mean-field
+normal, `<name>_untransformed_scale`); posteriors hold the initializers and
+the transform, and serialize as plain configs.
+"""
+
+import keras
+from keras import ops
+
+from keras_bayes._export import register
+
+SCALE_FLOOR = 1e-5
+
+
+class Posterior:
+    """Base class of the weight posteriors."""
+
+    stochastic = False
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register
+class MeanFieldNormal(Posterior):
+    """Independent normal per weight: `N(loc, softplus(u) + 1e-5)`.
+
+    Args:
+        loc_initializer: initializer of `<name>_loc`. Defaults to
+            `RandomNormal(0, 0.1)`.
+        untransformed_scale_initializer: initializer of
+            `<name>_untransformed_scale` (`u`). Defaults to
+            `RandomNormal(-3, 0.1)`, a scale near 0.05.
+
+    Example:
+
+    >>> posterior = kb.posteriors.MeanFieldNormal(
+    ...     untransformed_scale_initializer=keras.initializers.Constant(-5.0))
+    >>> layer = kb.layers.Conv2DFlipout(8, 3, kernel_posterior=posterior)
+    """
+
+    stochastic = True
+
+    def __init__(
+        self, loc_initializer=None, untransformed_scale_initializer=None
+    ):
+        if loc_initializer is None:
+            loc_initializer = keras.initializers.RandomNormal(0.0, 0.1)
+        if untransformed_scale_initializer is None:
+            untransformed_scale_initializer = keras.initializers.RandomNormal(
+                -3.0, 0.1
+            )
+        self.loc_initializer = keras.initializers.get(loc_initializer)
+        self.untransformed_scale_initializer = keras.initializers.get(
+            untransformed_scale_initializer
+        )
+
+    @staticmethod
+    def scale(untransformed_scale):
+        """The standard deviation: `softplus(untransformed_scale) + 1e-5`."""
+        return ops.softplus(untransformed_scale) + SCALE_FLOOR
+
+    def get_config(self):
+        return {
+            "loc_initializer": keras.initializers.serialize(
+                self.loc_initializer
+            ),
+            "untransformed_scale_initializer": keras.initializers.serialize(
+                self.untransformed_scale_initializer
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("loc_initializer", "untransformed_scale_initializer"):
+            config[key] = keras.initializers.deserialize(config[key])
+        return cls(**config)
+
+
+@register
+class Deterministic(Posterior):
+    """A point estimate: the weight is the single variable `<name>_loc`.
+
+    Args:
+        initializer: initializer of `<name>_loc`. Defaults to `"zeros"`.
+    """
+
+    def __init__(self, initializer="zeros"):
+        self.loc_initializer = keras.initializers.get(initializer)
+
+    def get_config(self):
+        return {
+            "initializer": keras.initializers.serialize(self.loc_initializer)
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["initializer"] = keras.initializers.deserialize(
+            config["initializer"]
+        )
+        return cls(**config)
+
+
+_NAMES = {
+    "mean_field_normal": MeanFieldNormal,
+    "deterministic": Deterministic,
+}
+
+
+def serialize(posterior):
+    return keras.saving.serialize_keras_object(posterior)
+
+
+def deserialize(config):
+    return keras.saving.deserialize_keras_object(config)
+
+
+def get(identifier):
+    """Resolve a posterior from an object, a name or a serialized config.
+
+    Names: `"mean_field_normal"`, `"deterministic"`. A new object is returned
+    for names and configs; objects are returned as they are.
+    """
+    if isinstance(identifier, Posterior):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in _NAMES:
+            return _NAMES[key]()
+    raise ValueError(
+        f"Unknown posterior: {identifier!r}. Expected a "
+        "`keras_bayes.posteriors` object or one of the names "
+        f"{sorted(_NAMES)}."
+    )
+
+
+def names():
+    return sorted(_NAMES)

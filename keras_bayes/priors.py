@@ -1,0 +1,202 @@
+"""Priors over weights.
+
+A prior contributes to the KL term of a layer. `Normal` has a closed-form KL
+against a mean-field normal posterior; the mixtures are estimated with one
+Monte Carlo sample, `log q(w) - log p(w)` at a posterior draw `w`.
+All arithmetic here runs in float32 whatever the layer's compute dtype.
+"""
+
+import abc
+import math
+
+import keras
+from keras import ops
+
+from keras_bayes import _validation
+from keras_bayes._export import register
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _positive_finite(value, name):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or number <= 0:
+        raise _validation.invalid(
+            name, "Expected a finite, strictly positive number.", value
+        )
+    return number
+
+
+def normal_log_prob(x, loc, scale):
+    """Elementwise log density of `N(loc, scale)` at `x`."""
+    z = (x - loc) / scale
+    return -0.5 * ops.square(z) - ops.log(scale) - _HALF_LOG_2PI
+
+
+class Prior(abc.ABC):
+    """Base class of the weight priors."""
+
+    @abc.abstractmethod
+    def log_prob(self, weights):
+        """Elementwise log density at `weights` (float32 tensor)."""
+
+    def kl_from_normal(self, loc, scale):
+        """Closed-form `KL(N(loc, scale) || self)` summed, or None."""
+        return None
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register
+class Normal(Prior):
+    """Independent `N(loc, scale)` over every weight (default `N(0, 1)`)."""
+
+    def __init__(self, loc=0.0, scale=1.0):
+        try:
+            loc_value = float(loc)
+        except (TypeError, ValueError):
+            loc_value = float("nan")
+        if not math.isfinite(loc_value):
+            raise _validation.invalid("loc", "Expected a finite number.", loc)
+        self.loc = loc_value
+        self.scale = _positive_finite(scale, "scale")
+
+    def log_prob(self, weights):
+        return normal_log_prob(weights, self.loc, self.scale)
+
+    def kl_from_normal(self, loc, scale):
+        # KL(N(m, s) || N(m0, s0)) = log(s0 / s) + (s^2 + (m - m0)^2)
+        # / (2 s0^2) - 1/2, summed over the weights.
+        variance_ratio = ops.square(scale / self.scale)
+        mean_term = ops.square((loc - self.loc) / self.scale)
+        return 0.5 * ops.sum(
+            variance_ratio + mean_term - 1.0 - ops.log(variance_ratio)
+        )
+
+    def get_config(self):
+        return {"loc": self.loc, "scale": self.scale}
+
+
+@register
+class ScaleMixtureNormal(Prior):
+    """Scale mixture of two zero-mean normals (Blundell et al. 2015).
+
+    `p(w) = mixture_weight * N(0, scale1) + (1 - mixture_weight) * N(0,
+    scale2)`, independently per weight. The KL against a normal posterior
+    has no closed form, so layers estimate it with one posterior draw.
+
+    Args:
+        mixture_weight: weight of the first component, in (0, 1).
+        scale1: standard deviation of the first component.
+        scale2: standard deviation of the second component.
+    """
+
+    def __init__(self, mixture_weight=0.5, scale1=1.0, scale2=0.0025):
+        try:
+            weight = float(mixture_weight)
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not 0.0 < weight < 1.0:
+            raise _validation.invalid(
+                "mixture_weight",
+                "Expected a number strictly between 0 and 1.",
+                mixture_weight,
+            )
+        self.mixture_weight = weight
+        self.scale1 = _positive_finite(scale1, "scale1")
+        self.scale2 = _positive_finite(scale2, "scale2")
+
+    def _components(self):
+        return (
+            (self.mixture_weight, self.scale1),
+            (1.0 - self.mixture_weight, self.scale2),
+        )
+
+    def log_prob(self, weights):
+        (w1, s1), (w2, s2) = self._components()
+        return ops.logaddexp(
+            math.log(w1) + normal_log_prob(weights, 0.0, s1),
+            math.log(w2) + normal_log_prob(weights, 0.0, s2),
+        )
+
+    def get_config(self):
+        return {
+            "mixture_weight": self.mixture_weight,
+            "scale1": self.scale1,
+            "scale2": self.scale2,
+        }
+
+
+@register
+class SpikeAndSlab(ScaleMixtureNormal):
+    """Equal mixture of a unit normal spike and a wide normal slab.
+
+    `p(w) = 0.5 N(0, 1) + 0.5 N(0, 2000)` by default, the prior of TFP's
+    experimental variational layers.
+
+    Args:
+        mixture_weight: weight of the spike, in (0, 1).
+        spike_scale: standard deviation of the spike.
+        slab_scale: standard deviation of the slab.
+    """
+
+    def __init__(self, mixture_weight=0.5, spike_scale=1.0, slab_scale=2000.0):
+        super().__init__(mixture_weight, spike_scale, slab_scale)
+
+    def get_config(self):
+        return {
+            "mixture_weight": self.mixture_weight,
+            "spike_scale": self.scale1,
+            "slab_scale": self.scale2,
+        }
+
+
+_NAMES = {
+    "normal": Normal,
+    "scale_mixture_normal": ScaleMixtureNormal,
+    "spike_and_slab": SpikeAndSlab,
+}
+
+
+def serialize(prior):
+    return keras.saving.serialize_keras_object(prior)
+
+
+def deserialize(config):
+    return keras.saving.deserialize_keras_object(config)
+
+
+def get(identifier):
+    """Resolve a prior from an object, a name, a config or None.
+
+    Names: `"normal"`, `"scale_mixture_normal"`, `"spike_and_slab"`; `None`
+    stays `None` (no prior, no KL for that weight).
+    """
+    if identifier is None or isinstance(identifier, Prior):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in _NAMES:
+            return _NAMES[key]()
+    raise ValueError(
+        f"Unknown prior: {identifier!r}. Expected a `keras_bayes.priors` "
+        f"object, None, or one of the names {sorted(_NAMES)}."
+    )
+
+
+def names():
+    return sorted(_NAMES)

@@ -1,0 +1,130 @@
+"""Run the test suite on TensorFlow, JAX and PyTorch, one process each.
+
+Usage:
+    python tests/run_all_backends.py [--backends tensorflow,jax] [PYTEST ARGS]
+
+The three pytest processes run in parallel (a Keras backend is chosen once
+per process, through `KERAS_BACKEND`). Each one's full log goes to
+`.test-logs/<backend>.log`; the script prints one summary line per backend
+and a total, and exits non-zero if any backend had a failure, an error, or
+ran no test at all.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated subset of: " + ", ".join(BACKENDS),
+    )
+    args, pytest_args = parser.parse_known_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
+    return backends, pytest_args
+
+
+def _start(backend, pytest_args, log_dir):
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PYTHONHASHSEED", "0")
+    report = log_dir / f"{backend}.xml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rs",
+        f"--junitxml={report}",
+        "-o",
+        f"junit_suite_name={backend}",
+        *pytest_args,
+    ]
+    log = open(log_dir / f"{backend}.log", "w")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    return proc, log, report
+
+
+def _counts(report):
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    if not report.exists():
+        return counts
+    root = ET.parse(report).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    for suite in suites:
+        tests = int(suite.get("tests", 0))
+        failures = int(suite.get("failures", 0))
+        errors = int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        counts["failed"] += failures
+        counts["errors"] += errors
+        counts["skipped"] += skipped
+        counts["passed"] += tests - failures - errors - skipped
+    return counts
+
+
+def main(argv=None):
+    backends, pytest_args = _parse_args(sys.argv[1:] if argv is None else argv)
+    log_dir = ROOT / ".test-logs"
+    log_dir.mkdir(exist_ok=True)
+    start = time.monotonic()
+    running = {b: _start(b, pytest_args, log_dir) for b in backends}
+    print(f"running the suite on {', '.join(backends)} (logs in {log_dir})")
+    sys.stdout.flush()
+
+    results = {}
+    for backend, (proc, log, report) in running.items():
+        code = proc.wait()
+        log.close()
+        results[backend] = (code, _counts(report), time.monotonic() - start)
+        counts = results[backend][1]
+        print(
+            f"{backend}: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['errors']} errors, {counts['skipped']} skipped "
+            f"(exit {code}, {results[backend][2]:.0f} s)"
+        )
+        sys.stdout.flush()
+
+    ok = True
+    for backend, (code, counts, _) in results.items():
+        ran = counts["passed"] + counts["failed"] + counts["errors"]
+        if code != 0 or ran == 0:
+            ok = False
+            log_text = (log_dir / f"{backend}.log").read_text()
+            print(
+                f"\n===== {backend} failed (exit {code}); end of its log ====="
+            )
+            print(log_text[-12000:])
+
+    total = {
+        k: sum(r[1][k] for r in results.values())
+        for k in results[backends[0]][1]
+    }
+    print(
+        f"\ntotal: {total['passed']} passed, "
+        f"{total['failed'] + total['errors']} failed, "
+        f"{total['skipped']} skipped"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
