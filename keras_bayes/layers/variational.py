@@ -45,11 +45,16 @@ def _resolve(module, value, name):
             f"{module.names()}.",
             value,
         ) from None
-    if resolved is None:
-        return None
-    # A fresh copy per layer: an unseeded Keras initializer repeats its values
-    # on every call, so two layers sharing one object would start equal.
-    return module.deserialize(module.serialize(resolved))
+    return resolved
+
+
+def _fresh(initializer):
+    # An unseeded Keras initializer object repeats its values on every call;
+    # a copy made from its config draws a new seed, so that layers (or the
+    # kernel and bias) sharing one posterior object do not start equal.
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).from_config(initializer.get_config())
+    return initializer
 
 
 def _rademacher(shape, dtype, seed):
@@ -159,7 +164,7 @@ class VariationalLayer(keras.layers.Layer):
         loc = self.add_weight(
             name=f"{weight}_loc",
             shape=shape,
-            initializer=posterior.loc_initializer,
+            initializer=_fresh(posterior.loc_initializer),
             autocast=False,
         )
         setattr(self, f"{weight}_loc", loc)
@@ -167,7 +172,7 @@ class VariationalLayer(keras.layers.Layer):
             scale = self.add_weight(
                 name=f"{weight}_untransformed_scale",
                 shape=shape,
-                initializer=posterior.untransformed_scale_initializer,
+                initializer=_fresh(posterior.untransformed_scale_initializer),
                 autocast=False,
             )
             setattr(self, f"{weight}_untransformed_scale", scale)

@@ -1,0 +1,25 @@
+"""Shared pytest set-up: one Keras backend per process (`KERAS_BACKEND`)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend: {BACKEND}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts in float32 with a fixed global seed."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(20261121)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
