@@ -1,0 +1,285 @@
+"""KL annealing during `fit` and conversion of trained Keras models."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_bayes as kb
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _numpy_normal_kl(loc, scale, prior_loc=0.0, prior_scale=1.0):
+    ratio = (scale / prior_scale) ** 2
+    return 0.5 * np.sum(
+        ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - np.log(ratio)
+    )
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _kl_of(layer):
+    loc = _np(layer.kernel_loc).astype("float64")
+    scale = _softplus(_np(layer.kernel_untransformed_scale)) + 1e-5
+    return _numpy_normal_kl(loc, scale)
+
+
+def _frozen_model(kl_weight):
+    """A model whose loss is its KL alone: zero targets, mean mode, lr 0."""
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            kb.layers.DenseFlipout(
+                3, kl_weight=kl_weight, posterior_value="mean", use_bias=False
+            ),
+        ]
+    )
+    layer = model.layers[0]
+    layer.kernel_loc.assign(np.zeros((5, 3), "float32"))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    return model, layer
+
+
+class TestKLWeightScheduler:
+    def test_reported_loss_follows_the_schedule(self):
+        base = 0.01
+        model, layer = _frozen_model(base)
+        x = np.zeros((4, 5), "float32")
+        y = np.zeros((4, 3), "float32")
+        # Compile the train step first: the scheduler must not need a new one.
+        model.fit(x, y, epochs=1, verbose=0)
+        train_function = model.train_function
+        kl = _kl_of(layer)
+        factors = [0.0, 0.25, 1.0]
+        scheduler = kb.callbacks.KLWeightScheduler(factors)
+        history = model.fit(x, y, epochs=4, verbose=0, callbacks=[scheduler])
+        assert model.train_function is train_function
+        expected = [f * base * kl for f in factors + [1.0]]
+        np.testing.assert_allclose(history.history["loss"], expected, rtol=1e-5)
+        assert history.history["kl_factor"] == factors + [1.0]
+        assert layer.kl_weight == pytest.approx(base)
+
+    def test_function_schedule_and_base_kept_across_fits(self):
+        model, layer = _frozen_model(0.5)
+        x = np.zeros((2, 5), "float32")
+        y = np.zeros((2, 3), "float32")
+        scheduler = kb.callbacks.KLWeightScheduler(lambda epoch: 0.5**epoch)
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[scheduler])
+        assert layer.kl_weight == pytest.approx(0.5 * 0.25)
+        history = model.fit(x, y, epochs=1, verbose=0, callbacks=[scheduler])
+        assert layer.kl_weight == pytest.approx(0.5)
+        np.testing.assert_allclose(
+            history.history["loss"][0], 0.5 * _kl_of(layer), rtol=1e-5
+        )
+
+    @pytest.mark.parametrize("schedule", [[], "linear", [1.0, -0.5]])
+    def test_bad_schedule(self, schedule):
+        with pytest.raises(ValueError, match="argument `schedule`"):
+            kb.callbacks.KLWeightScheduler(schedule)
+
+    def test_bad_factor_from_function(self):
+        model, _ = _frozen_model(1.0)
+        scheduler = kb.callbacks.KLWeightScheduler(lambda epoch: float("nan"))
+        with pytest.raises(
+            ValueError, match=re.escape("Received: schedule=nan")
+        ):
+            model.fit(
+                np.zeros((2, 5)),
+                np.zeros((2, 3)),
+                verbose=0,
+                callbacks=[scheduler],
+            )
+
+    def test_model_without_bayesian_layers(self):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        scheduler = kb.callbacks.KLWeightScheduler([1.0])
+        with pytest.raises(ValueError, match="no Bayesian layer"):
+            model.fit(
+                np.zeros((2, 2)),
+                np.zeros((2, 1)),
+                verbose=0,
+                callbacks=[scheduler],
+            )
+
+    def test_config_round_trip(self):
+        scheduler = kb.callbacks.KLWeightScheduler([0.1, 1.0], verbose=1)
+        revived = kb.callbacks.KLWeightScheduler.from_config(
+            scheduler.get_config()
+        )
+        assert revived.schedule == [0.1, 1.0]
+        assert revived.verbose == 1
+
+
+def _random_inputs(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _randomize(model, seed=1):
+    """Non-trivial weights, biases and batch-norm statistics."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        value = rng.normal(scale=0.3, size=variable.shape)
+        if "variance" in variable.name:
+            value = np.abs(value) + 0.5
+        variable.assign(value.astype("float32"))
+
+
+def _check_converted(model, converted, x, moped_delta):
+    kb.set_posterior_value(converted, "mean")
+    np.testing.assert_allclose(
+        _np(converted(x)), _np(model(x)), rtol=1e-5, atol=1e-5
+    )
+    kb.set_posterior_value(converted, "sample")
+    assert not np.allclose(_np(converted(x)), _np(model(x)), atol=1e-6)
+    originals = {layer.name: layer for layer in model._flatten_layers()}
+    bayesian = kb.workflows.bayesian_layers(converted)
+    assert bayesian
+    for layer in bayesian:
+        kernel = _np(originals[layer.name].kernel)
+        np.testing.assert_array_equal(_np(layer.kernel_loc), kernel)
+        scale = _softplus(_np(layer.kernel_untransformed_scale)) + 1e-5
+        np.testing.assert_allclose(
+            scale, moped_delta * np.abs(kernel), rtol=1e-4, atol=2e-5
+        )
+
+
+CONVERSION_CASES = {
+    "conv1d_causal_dilated": (
+        (9, 3),
+        lambda: [
+            keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=2),
+            keras.layers.Conv1D(4, 2, strides=2, groups=2, activation="tanh"),
+        ],
+    ),
+    "conv2d_channels_first_bn": (
+        (4, 7, 7),
+        lambda: [
+            keras.layers.Conv2D(
+                4, 3, padding="same", data_format="channels_first"
+            ),
+            keras.layers.BatchNormalization(axis=1),
+            keras.layers.Conv2D(
+                2, 2, data_format="channels_first", use_bias=False
+            ),
+        ],
+    ),
+    "conv3d": (
+        (4, 4, 4, 2),
+        lambda: [
+            keras.layers.Conv3D(3, 2, strides=(1, 2, 1), activation="relu")
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
+@pytest.mark.parametrize("case", sorted(CONVERSION_CASES))
+def test_to_bayesian_sequential(case, estimator):
+    input_shape, make_layers = CONVERSION_CASES[case]
+    model = keras.Sequential(
+        [keras.Input(input_shape), *make_layers(), keras.layers.Flatten()]
+        + [keras.layers.Dense(3, activation="softmax")]
+    )
+    _randomize(model)
+    converted = kb.to_bayesian(model, estimator=estimator, moped_delta=0.2)
+    suffix = "Flipout" if estimator == "flipout" else "Reparameterization"
+    for original, new in zip(model.layers, converted.layers):
+        if isinstance(new, kb.layers.VariationalLayer):
+            assert type(new).__name__ == type(original).__name__ + suffix
+            new_config, old_config = new.get_config(), original.get_config()
+            for key in ("strides", "padding", "dilation_rate", "groups"):
+                if key in old_config:
+                    assert tuple(np.ravel(new_config[key])) == tuple(
+                        np.ravel(old_config[key])
+                    ), key
+            assert new_config["activation"] == old_config["activation"]
+            assert new.use_bias == original.use_bias
+        else:
+            assert type(new) is type(original)
+    _check_converted(model, converted, _random_inputs((3, *input_shape)), 0.2)
+
+
+def test_to_bayesian_functional_branches_and_nested_model():
+    inputs = keras.Input((6, 6, 2))
+    left = keras.layers.Conv2D(3, 3, padding="same", name="left")(inputs)
+    right = keras.layers.Conv2D(3, 1, name="right")(inputs)
+    merged = keras.layers.Add()([left, right])
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 3)), keras.layers.Conv2D(2, 3, name="inner_conv")],
+        name="inner",
+    )
+    flat = keras.layers.Flatten()(inner(merged))
+    outputs = keras.layers.Dense(4, name="head")(flat)
+    model = keras.Model(inputs, outputs)
+    _randomize(model)
+    converted = kb.to_bayesian(model, kl_weight=0.5, seed=7)
+    names = sorted(
+        layer.name for layer in kb.workflows.bayesian_layers(converted)
+    )
+    assert names == ["head", "inner_conv", "left", "right"]
+    assert all(
+        layer.kl_weight == 0.5
+        for layer in kb.workflows.bayesian_layers(converted)
+    )
+    _check_converted(model, converted, _random_inputs((2, 6, 6, 2)), 0.1)
+
+
+def test_converted_model_trains_and_adds_kl():
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, activation="relu")]
+        + [keras.layers.Dense(2)]
+    )
+    converted = kb.to_bayesian(model, kl_weight=1e-3)
+    converted(np.zeros((1, 8), "float32"))
+    assert len(converted.losses) == 2
+    converted.compile(optimizer="adam", loss="mse")
+    history = converted.fit(
+        _random_inputs((16, 8)),
+        _random_inputs((16, 2), seed=3),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_to_bayesian_warns_about_dropped_regularizers():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer="l2")]
+    )
+    with pytest.warns(UserWarning, match=r"\['kernel_regularizer'\]"):
+        kb.to_bayesian(model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"estimator": "local"}, "estimator"),
+        ({"moped_delta": 0.0}, "moped_delta"),
+        ({"moped_delta": float("inf")}, "moped_delta"),
+        ({"kl_weight": -1.0}, "kl_weight"),
+        ({"posterior_value": "median"}, "posterior_value"),
+    ],
+)
+def test_to_bayesian_bad_arguments(kwargs, argument):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    value = next(iter(kwargs.values()))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"argument `{argument}`")
+        + ".*"
+        + re.escape(f"Received: {argument}={value!r}"),
+    ):
+        kb.to_bayesian(model, **kwargs)
+
+
+def test_to_bayesian_needs_a_built_model():
+    with pytest.raises(ValueError, match="argument `model`"):
+        kb.to_bayesian(keras.layers.Dense(2))
