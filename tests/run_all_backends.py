@@ -12,8 +12,10 @@ ran no test at all.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -37,12 +39,12 @@ def _parse_args(argv):
     return backends, pytest_args
 
 
-def _start(backend, pytest_args, log_dir):
+def _start(backend, pytest_args, log_dir, report_dir):
     env = dict(os.environ)
     env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONHASHSEED", "0")
-    report = log_dir / f"{backend}.xml"
+    report = report_dir / f"{backend}.xml"
     cmd = [
         sys.executable,
         "-m",
@@ -85,8 +87,11 @@ def main(argv=None):
     backends, pytest_args = _parse_args(sys.argv[1:] if argv is None else argv)
     log_dir = ROOT / ".test-logs"
     log_dir.mkdir(exist_ok=True)
+    # Reports in a private folder: runs started side by side must not read
+    # each other's counts.
+    report_dir = Path(tempfile.mkdtemp(prefix="keras-bayes-tests-"))
     start = time.monotonic()
-    running = {b: _start(b, pytest_args, log_dir) for b in backends}
+    running = {b: _start(b, pytest_args, log_dir, report_dir) for b in backends}
     print(f"running the suite on {', '.join(backends)} (logs in {log_dir})")
     sys.stdout.flush()
 
@@ -114,6 +119,7 @@ def main(argv=None):
             )
             print(log_text[-12000:])
 
+    shutil.rmtree(report_dir, ignore_errors=True)
     total = {
         k: sum(r[1][k] for r in results.values())
         for k in results[backends[0]][1]
