@@ -1,0 +1,337 @@
+"""The KL term each layer adds with `add_loss`.
+
+References are computed in numpy (float64) from the variable values: the
+closed form of `KL(N(m, s) || N(m0, s0))` for normal priors, and a large
+numpy Monte Carlo sample of `log q(w) - log p(w)` for the mixture priors.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_bayes as kb
+
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Monte Carlo checks allow 5 standard errors (two-sided tail 5.7e-7).
+Z = 5.0
+
+
+def _to_numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _scale(untransformed):
+    """The documented posterior scale, `softplus(u) + 1e-5`, in float64."""
+    return np.logaddexp(0.0, np.asarray(untransformed, "float64")) + 1e-5
+
+
+def normal_kl(loc, scale, prior_loc, prior_scale):
+    """Sum of `KL(N(loc, scale) || N(prior_loc, prior_scale))`, float64."""
+    loc, scale = np.asarray(loc, "float64"), np.asarray(scale, "float64")
+    return np.sum(
+        np.log(prior_scale / scale)
+        + (scale**2 + (loc - prior_loc) ** 2) / (2.0 * prior_scale**2)
+        - 0.5
+    )
+
+
+def normal_log_density(x, loc, scale):
+    return -0.5 * ((x - loc) / scale) ** 2 - np.log(scale) - HALF_LOG_2PI
+
+
+def mixture_log_density(x, weight, scale1, scale2):
+    return np.logaddexp(
+        np.log(weight) + normal_log_density(x, 0.0, scale1),
+        np.log(1.0 - weight) + normal_log_density(x, 0.0, scale2),
+    )
+
+
+def test_numpy_normal_kl_reference():
+    # Zero between identical distributions; a pure mean shift of d costs
+    # d**2 / (2 s0**2); a pure scale change s vs s0 costs
+    # log(s0 / s) + s**2 / (2 s0**2) - 1/2.
+    assert normal_kl([0.3], [0.7], 0.3, 0.7) == pytest.approx(0.0, abs=1e-15)
+    assert normal_kl([1.0], [2.0], 0.0, 2.0) == pytest.approx(1.0 / 8.0)
+    assert normal_kl([0.0], [1.0], 0.0, 2.0) == pytest.approx(
+        math.log(2.0) + 1.0 / 8.0 - 0.5
+    )
+
+
+def _assign_posterior(layer, seed, loc_std=0.5, scale_range=(-2.0, 0.5)):
+    """Random posterior values; returns them by variable name."""
+    rng = np.random.default_rng(seed)
+    values = {}
+    for variable in layer.trainable_weights:
+        shape = tuple(variable.shape)
+        if variable.name.endswith("untransformed_scale"):
+            value = rng.uniform(*scale_range, size=shape)
+        else:
+            value = rng.normal(0.0, loc_std, size=shape)
+        value = value.astype("float32")
+        variable.assign(value)
+        values[variable.name] = value
+    return values
+
+
+def _kl_loss(layer, x):
+    layer(x)
+    assert len(layer.losses) == 1, layer.losses
+    loss = layer.losses[0]
+    assert tuple(loss.shape) == ()
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    return float(_to_numpy(loss))
+
+
+KERNEL_PRIOR = (0.3, 0.7)
+BIAS_PRIOR = (-0.2, 1.5)
+CLOSED_FORM_CASES = [
+    (kb.layers.Conv2DFlipout, {"filters": 3, "kernel_size": 2}, (2, 4, 4, 2)),
+    (
+        kb.layers.Conv1DReparameterization,
+        {"filters": 2, "kernel_size": 3},
+        (2, 5, 3),
+    ),
+    (kb.layers.DenseLocalReparameterization, {"units": 3}, (2, 4)),
+]
+
+
+def _closed_form_layer(layer_cls, kwargs, bias_prior, kl_weight, value):
+    return layer_cls(
+        **kwargs,
+        kernel_prior=kb.priors.Normal(*KERNEL_PRIOR),
+        bias_posterior="mean_field_normal",
+        bias_prior=bias_prior,
+        kl_weight=kl_weight,
+        posterior_value=value,
+    )
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, 0.25, 1.0, 3.0])
+@pytest.mark.parametrize(
+    "layer_cls, kwargs, input_shape",
+    CLOSED_FORM_CASES,
+    ids=[case[0].__name__ for case in CLOSED_FORM_CASES],
+)
+def test_closed_form_kl_for_normal_priors(
+    layer_cls, kwargs, input_shape, kl_weight
+):
+    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    for value in ("sample", "mean"):
+        layer = _closed_form_layer(
+            layer_cls,
+            kwargs,
+            kb.priors.Normal(*BIAS_PRIOR),
+            kl_weight,
+            value,
+        )
+        layer.build(x.shape)
+        v = _assign_posterior(layer, seed=1)
+        kernel_kl = normal_kl(
+            v["kernel_loc"],
+            _scale(v["kernel_untransformed_scale"]),
+            *KERNEL_PRIOR,
+        )
+        bias_kl = normal_kl(
+            v["bias_loc"], _scale(v["bias_untransformed_scale"]), *BIAS_PRIOR
+        )
+        assert kernel_kl > 1.0 and bias_kl > 0.1  # both terms matter
+
+        expected = kl_weight * (kernel_kl + bias_kl)
+        # The closed form does not depend on the draw: the same every call.
+        for _ in range(2):
+            assert _kl_loss(layer, x) == pytest.approx(
+                expected, rel=1e-5, abs=1e-6
+            )
+        # Changing the weight after build rescales the next call's term.
+        layer.kl_weight = 2.0
+        assert _kl_loss(layer, x) == pytest.approx(
+            2.0 * (kernel_kl + bias_kl), rel=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    "bias_posterior", ["mean_field_normal", "deterministic"]
+)
+def test_no_bias_term_without_bias_prior(bias_posterior):
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 2)).astype("float32")
+    layer = kb.layers.Conv2DReparameterization(
+        3,
+        2,
+        kernel_prior=kb.priors.Normal(*KERNEL_PRIOR),
+        bias_posterior=bias_posterior,
+        bias_prior=None,
+        kl_weight=0.5,
+    )
+    layer.build(x.shape)
+    v = _assign_posterior(layer, seed=2)
+    kernel_kl = normal_kl(
+        v["kernel_loc"], _scale(v["kernel_untransformed_scale"]), *KERNEL_PRIOR
+    )
+    assert _kl_loss(layer, x) == pytest.approx(0.5 * kernel_kl, rel=1e-5)
+
+
+def test_no_kernel_prior_gives_an_exact_zero():
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    layer = kb.layers.Conv1DFlipout(2, 3, kernel_prior=None, kl_weight=3.0)
+    for _ in range(2):
+        assert _kl_loss(layer, x) == 0.0
+
+
+MIXTURE_PRIORS = {
+    "scale_mixture_normal": (
+        kb.priors.ScaleMixtureNormal(0.3, 1.0, 0.05),
+        (0.3, 1.0, 0.05),
+    ),
+    "spike_and_slab": (kb.priors.SpikeAndSlab(), (0.5, 1.0, 2000.0)),
+}
+
+
+def _mixture_layer(prior, value):
+    layer = kb.layers.DenseFlipout(
+        2,
+        kernel_prior=prior,
+        bias_posterior="mean_field_normal",
+        bias_prior=prior,
+        posterior_value=value,
+    )
+    layer.build((4, 3))
+    # Locations near 0 and scales near the narrow component, so that both
+    # mixture components matter for the log density.
+    values = _assign_posterior(
+        layer, seed=3, loc_std=0.1, scale_range=(-3.5, -1.5)
+    )
+    return layer, values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "prior_id, value",
+    # Each prior once, and each way of drawing the KL's weights once: the
+    # forward pass's draw (sample mode) or a draw of its own (mean mode).
+    [("scale_mixture_normal", "sample"), ("spike_and_slab", "mean")],
+)
+def test_monte_carlo_kl_is_unbiased(prior_id, value):
+    prior, (weight, scale1, scale2) = MIXTURE_PRIORS[prior_id]
+    layer, v = _mixture_layer(prior, value)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    num_calls = 200
+    estimates = np.array([_kl_loss(layer, x) for _ in range(num_calls)])
+
+    # Reference: E_q[log q(w) - log p(w)] from a large numpy sample of the
+    # posterior of all 8 weights (6 kernel, 2 bias).
+    loc = np.concatenate([v["kernel_loc"].ravel(), v["bias_loc"]])
+    scale = _scale(
+        np.concatenate(
+            [
+                v["kernel_untransformed_scale"].ravel(),
+                v["bias_untransformed_scale"],
+            ]
+        )
+    )
+    num_reference = 200_000
+    rng = np.random.default_rng(4)
+    w = loc + scale * rng.standard_normal((num_reference, loc.size))
+    per_draw = np.sum(
+        normal_log_density(w, loc, scale)
+        - mixture_log_density(w, weight, scale1, scale2),
+        axis=1,
+    )
+    expected, spread = per_draw.mean(), per_draw.std()
+    # Each layer call is one independent draw of the same quantity; the
+    # numpy reference adds its own (much smaller) standard error.
+    error = spread * math.sqrt(1.0 / num_calls + 1.0 / num_reference)
+    assert abs(estimates.mean() - expected) < Z * error, (
+        estimates.mean(),
+        expected,
+        error,
+    )
+    # A single-draw estimate, not a constant: its spread matches too
+    # (within 25%: the sample std over 200 calls has a relative standard
+    # error near 1/sqrt(2 * 200) = 5% for a near-normal sum).
+    assert estimates.std() == pytest.approx(spread, rel=0.25)
+
+
+def test_monte_carlo_kl_uses_the_draw_of_the_forward_pass():
+    # With identity inputs a reparameterization dense layer outputs its
+    # kernel draw row by row, so the KL of that call can be recomputed from
+    # the outputs.
+    weight, scale1, scale2 = 0.3, 1.0, 0.05
+    prior = kb.priors.ScaleMixtureNormal(weight, scale1, scale2)
+    layer = kb.layers.DenseReparameterization(3, kernel_prior=prior)
+    layer.build((4, 4))
+    v = _assign_posterior(layer, seed=5, loc_std=0.1, scale_range=(-3.0, -2.0))
+    x = np.eye(4, dtype="float32")
+    for _ in range(3):
+        draw = _to_numpy(layer(x)).astype("float64") - v["bias_loc"]
+        kl = float(_to_numpy(layer.losses[0]))
+        loc = v["kernel_loc"].astype("float64")
+        scale = _scale(v["kernel_untransformed_scale"])
+        expected = np.sum(
+            normal_log_density(draw, loc, scale)
+            - mixture_log_density(draw, weight, scale1, scale2)
+        )
+        assert kl == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+def test_fit_moves_the_posterior_to_the_prior():
+    # No data loss at all: the model's only loss is the KL, so training must
+    # reach the prior, where the KL is 0.
+    kernel_prior, bias_prior = (0.5, 0.3), (-0.4, 0.6)
+    layer = kb.layers.DenseFlipout(
+        2,
+        kernel_prior=kb.priors.Normal(*kernel_prior),
+        bias_posterior="mean_field_normal",
+        bias_prior=kb.priors.Normal(*bias_prior),
+    )
+    model = keras.Sequential([keras.Input(shape=(3,)), layer])
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    initial_kl = _kl_loss(layer, x)
+    assert initial_kl > 10.0
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.05, 100, 0.5)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=None)
+    history = model.fit(
+        np.zeros((600, 3), "float32"), batch_size=1, epochs=1, verbose=0
+    )
+    assert np.isfinite(history.history["loss"][-1])
+
+    for name, (prior_loc, prior_scale) in (
+        ("kernel", kernel_prior),
+        ("bias", bias_prior),
+    ):
+        loc = _to_numpy(getattr(layer, f"{name}_loc"))
+        scale = _scale(_to_numpy(getattr(layer, f"{name}_untransformed_scale")))
+        # Adam with a decaying step settles to ~1e-6 of the optimum here.
+        np.testing.assert_allclose(loc, prior_loc, atol=1e-3)
+        np.testing.assert_allclose(scale, prior_scale, atol=1e-3)
+    assert _kl_loss(layer, x) < 1e-5
+
+
+def test_kl_is_float32_under_mixed_precision():
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 4)).astype("float32")
+    layers = {}
+    for policy in ("mixed_float16", "float32"):
+        layer = kb.layers.Conv2DFlipout(8, 3, dtype=policy)
+        layer.build(x.shape)
+        layers[policy] = layer
+        v = _assign_posterior(layer, seed=6, loc_std=1.0)
+    mixed, full = layers["mixed_float16"], layers["float32"]
+    assert keras.backend.standardize_dtype(mixed(x).dtype) == "float16"
+
+    loc = v["kernel_loc"]
+    scale = _scale(v["kernel_untransformed_scale"])
+    expected = normal_kl(loc, scale, 0.0, 1.0)
+    kl_mixed, kl_full = _kl_loss(mixed, x), _kl_loss(full, x)
+    # float32 sums of a few hundred terms are exact to ~1e-7 relative;
+    # rounding the parameters to float16 alone moves this sum by 5e-5 to
+    # 4e-4 relative.
+    assert kl_mixed == pytest.approx(expected, rel=1e-5)
+    assert kl_mixed == pytest.approx(kl_full, rel=1e-6)
+    # The Monte Carlo KL of a mixture prior is float32 as well.
+    layer = kb.layers.Conv2DFlipout(
+        8, 3, kernel_prior="scale_mixture_normal", dtype="mixed_float16"
+    )
+    assert np.isfinite(_kl_loss(layer, x))

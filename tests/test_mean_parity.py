@@ -1,0 +1,406 @@
+"""Mean mode equals the matching `keras.layers` layer.
+
+With `posterior_value="mean"` a Bayesian layer must compute exactly what the
+deterministic Keras layer computes with `kernel=kernel_loc` and
+`bias=bias_loc`. Every posterior scale is set large (about 1.3) so that any
+leak of sampling into mean mode would change the outputs by far more than the
+tolerance.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_bayes as kb
+
+# float32 convolutions of a few dozen products of O(1) numbers: both sides
+# round differently at most by a few ulps of the O(1)-O(10) outputs.
+RTOL = 1e-5
+ATOL = 1e-5
+# softplus(1.0) ~ 1.31: a posterior draw would move outputs by O(1).
+LARGE_UNTRANSFORMED_SCALE = 1.0
+
+KERAS_CONV = {
+    1: keras.layers.Conv1D,
+    2: keras.layers.Conv2D,
+    3: keras.layers.Conv3D,
+}
+BAYES_CONV = {
+    1: (kb.layers.Conv1DReparameterization, kb.layers.Conv1DFlipout),
+    2: (kb.layers.Conv2DReparameterization, kb.layers.Conv2DFlipout),
+    3: (kb.layers.Conv3DReparameterization, kb.layers.Conv3DFlipout),
+}
+DENSE_CLASSES = (
+    kb.layers.DenseReparameterization,
+    kb.layers.DenseFlipout,
+    kb.layers.DenseLocalReparameterization,
+)
+# Non-square spatial sizes, so that a swapped axis changes the output shape.
+SPATIAL = (7, 6, 5)
+
+
+def _per_axis(rank, first, rest):
+    """A tuple argument that differs along the first spatial axis."""
+    return (first,) + (rest,) * (rank - 1)
+
+
+def _conv_cases(rank):
+    """`(id, conv kwargs, extra Bayesian kwargs, input channels)` for a rank.
+
+    Each case varies one or two arguments away from the default, so that a
+    failure points at the argument. In the channels_first cases the last
+    spatial size of the output differs from `filters`: there `keras.ops.add`
+    on TensorFlow takes a `(1, filters, 1, ...)` bias for a channels_last
+    one, which would make the reference (`keras.layers.ConvND`) wrong;
+    `test_channels_first_where_keras_bias_add_is_ambiguous` covers those
+    shapes against another reference.
+    """
+    cases = [
+        ("defaults", {"filters": 3, "kernel_size": 2}, {}, 2),
+        (
+            "strides2_same",
+            {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"},
+            {},
+            2,
+        ),
+        (
+            "per_axis_strides_valid",
+            {
+                "filters": 2,
+                "kernel_size": _per_axis(rank, 3, 2),
+                "strides": _per_axis(rank, 2, 1),
+                "padding": "VALID",
+            },
+            {},
+            3,
+        ),
+        (
+            "dilation2_same_even_kernel",
+            {
+                "filters": 2,
+                "kernel_size": 2,
+                "dilation_rate": 2,
+                "padding": "same",
+            },
+            {},
+            2,
+        ),
+        ("groups2", {"filters": 4, "kernel_size": 2, "groups": 2}, {}, 4),
+        (
+            "channels_first_strides2_same",
+            {
+                "filters": 2,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+                "data_format": "channels_first",
+            },
+            {},
+            2,
+        ),
+        (
+            "channels_first_groups2_dilation2",
+            {
+                "filters": 2,
+                "kernel_size": 2,
+                "groups": 2,
+                "dilation_rate": _per_axis(rank, 2, 1),
+                "data_format": "channels_first",
+            },
+            {},
+            6,
+        ),
+        (
+            "no_bias_relu",
+            {
+                "filters": 3,
+                "kernel_size": 2,
+                "use_bias": False,
+                "activation": "relu",
+            },
+            {},
+            2,
+        ),
+        (
+            "stochastic_bias_tanh",
+            {"filters": 3, "kernel_size": 2, "activation": "tanh"},
+            {"bias_posterior": "mean_field_normal", "bias_prior": "normal"},
+            2,
+        ),
+    ]
+    if rank == 1:
+        cases += [
+            (
+                "causal_dilation2",
+                {
+                    "filters": 3,
+                    "kernel_size": 3,
+                    "padding": "causal",
+                    "dilation_rate": 2,
+                },
+                {},
+                2,
+            ),
+            (
+                "causal_channels_first",
+                {
+                    "filters": 3,
+                    "kernel_size": 2,
+                    "padding": "causal",
+                    "data_format": "channels_first",
+                },
+                {},
+                2,
+            ),
+        ]
+    if rank == 3:
+        # The geometry code is rank-generic and ranks 1-2 run the full grid;
+        # rank 3 keeps the cases with the most index arithmetic.
+        keep = (
+            "defaults",
+            "per_axis_strides_valid",
+            "channels_first_strides2_same",
+            "channels_first_groups2_dilation2",
+        )
+        cases = [case for case in cases if case[0] in keep]
+    return cases
+
+
+def _conv_params():
+    # In mean mode both estimators reduce to the same convolution, so the
+    # grid alternates between them instead of running every case twice:
+    # each estimator still meets every rank and most arguments.
+    params = []
+    for rank in (1, 2, 3):
+        for i, case in enumerate(_conv_cases(rank)):
+            case_id, conv_kwargs, bayes_kwargs, channels = case
+            layer_cls = BAYES_CONV[rank][(i + rank) % 2]
+            params.append(
+                pytest.param(
+                    rank,
+                    layer_cls,
+                    conv_kwargs,
+                    bayes_kwargs,
+                    channels,
+                    id=f"{layer_cls.__name__}-{case_id}",
+                )
+            )
+    return params
+
+
+CONV_PARAMS = _conv_params()
+
+
+def _to_numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _conv_input(rank, channels, data_format, seed=0):
+    spatial = SPATIAL[:rank]
+    if data_format == "channels_first":
+        shape = (2, channels) + spatial
+    else:
+        shape = (2,) + spatial + (channels,)
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _randomize_posterior(layer, seed=1):
+    """Give every posterior variable a distinctive value.
+
+    Locations are random (a zero bias would hide a missing bias add); every
+    untransformed scale is large, so that a draw would be visible.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in layer.trainable_weights:
+        shape = tuple(variable.shape)
+        if variable.name.endswith("untransformed_scale"):
+            value = np.full(shape, LARGE_UNTRANSFORMED_SCALE)
+        else:
+            value = rng.normal(size=shape)
+        variable.assign(value.astype("float32"))
+
+
+def _keras_weights(layer):
+    weights = [_to_numpy(layer.kernel_loc)]
+    if layer.use_bias:
+        weights.append(_to_numpy(layer.bias_loc))
+    return weights
+
+
+def _keras_reference(keras_cls, kwargs, bayes_layer, x):
+    reference = keras_cls(**kwargs)
+    reference.build(x.shape)
+    reference.set_weights(_keras_weights(bayes_layer))
+    return _to_numpy(reference(x))
+
+
+@pytest.mark.parametrize(
+    "rank, layer_cls, conv_kwargs, bayes_kwargs, channels", CONV_PARAMS
+)
+def test_conv_mean_equals_keras_conv(
+    rank, layer_cls, conv_kwargs, bayes_kwargs, channels
+):
+    x = _conv_input(rank, channels, conv_kwargs.get("data_format"))
+    layer = layer_cls(**conv_kwargs, **bayes_kwargs, posterior_value="mean")
+    layer.build(x.shape)
+    _randomize_posterior(layer)
+
+    expected = _keras_reference(KERAS_CONV[rank], conv_kwargs, layer, x)
+    outputs = _to_numpy(layer(x))
+
+    assert outputs.shape == expected.shape
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+    # Mean mode is deterministic: a second call gives the same values.
+    np.testing.assert_array_equal(_to_numpy(layer(x)), outputs)
+
+
+# Output spatial sizes ending in `filters` (3): the shapes for which
+# `keras.ops.add` on TensorFlow adds a channels_first bias along the wrong
+# axis. The reference is the channels_last Keras layer on transposed inputs.
+AMBIGUOUS_BIAS_SPATIAL = {1: (4,), 2: (5, 4), 3: (3, 5, 4)}
+
+
+@pytest.mark.parametrize(
+    "rank, layer_cls",
+    [(1, BAYES_CONV[1][0]), (2, BAYES_CONV[2][1]), (3, BAYES_CONV[3][0])],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
+    spatial = AMBIGUOUS_BIAS_SPATIAL[rank]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 2) + spatial).astype("float32")
+    layer = layer_cls(
+        3, 2, data_format="channels_first", posterior_value="mean"
+    )
+    layer.build(x.shape)
+    _randomize_posterior(layer)
+
+    to_last = (0,) + tuple(range(2, rank + 2)) + (1,)
+    to_first = (0, rank + 1) + tuple(range(1, rank + 1))
+    x_last = np.transpose(x, to_last)
+    expected = _keras_reference(
+        KERAS_CONV[rank], {"filters": 3, "kernel_size": 2}, layer, x_last
+    )
+    expected = np.transpose(expected, to_first)
+    assert expected.shape[-1] == 3
+
+    np.testing.assert_allclose(
+        _to_numpy(layer(x)), expected, rtol=RTOL, atol=ATOL
+    )
+
+
+DENSE_CASES = [
+    ("defaults", {"units": 3}, {}, (4, 5)),
+    (
+        "no_bias_sigmoid",
+        {"units": 2, "use_bias": False, "activation": "sigmoid"},
+        {},
+        (4, 5),
+    ),
+    ("rank3_inputs_relu", {"units": 3, "activation": "relu"}, {}, (2, 3, 4)),
+    (
+        "stochastic_bias",
+        {"units": 3},
+        {"bias_posterior": "mean_field_normal", "bias_prior": "normal"},
+        (4, 5),
+    ),
+]
+# Each case with two of the three estimators, cycling, so that every
+# estimator meets most cases.
+DENSE_PARAMS = [
+    pytest.param(
+        DENSE_CLASSES[(i + shift) % 3],
+        dense_kwargs,
+        bayes_kwargs,
+        input_shape,
+        id=f"{DENSE_CLASSES[(i + shift) % 3].__name__}-{case_id}",
+    )
+    for i, (case_id, dense_kwargs, bayes_kwargs, input_shape) in enumerate(
+        DENSE_CASES
+    )
+    for shift in (0, 1)
+]
+
+
+@pytest.mark.parametrize(
+    "layer_cls, dense_kwargs, bayes_kwargs, input_shape", DENSE_PARAMS
+)
+def test_dense_mean_equals_keras_dense(
+    layer_cls, dense_kwargs, bayes_kwargs, input_shape
+):
+    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    layer = layer_cls(**dense_kwargs, **bayes_kwargs, posterior_value="mean")
+    layer.build(x.shape)
+    _randomize_posterior(layer)
+
+    expected = _keras_reference(keras.layers.Dense, dense_kwargs, layer, x)
+    outputs = _to_numpy(layer(x))
+
+    assert outputs.shape == expected.shape
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+
+
+SWITCH_CASES = [
+    (
+        kb.layers.Conv2DFlipout,
+        {"filters": 3, "kernel_size": 2, "padding": "same"},
+        (4, 5, 4, 2),
+    ),
+    (
+        kb.layers.Conv1DReparameterization,
+        {"filters": 2, "kernel_size": 3, "padding": "causal"},
+        (4, 6, 3),
+    ),
+    (kb.layers.DenseLocalReparameterization, {"units": 3}, (4, 5)),
+]
+
+
+def _model(layer, input_shape):
+    return keras.Sequential([keras.Input(shape=input_shape[1:]), layer])
+
+
+@pytest.mark.parametrize(
+    "layer_cls, kwargs, input_shape",
+    SWITCH_CASES,
+    ids=[case[0].__name__ for case in SWITCH_CASES],
+)
+def test_switching_to_mean_matches_mean_construction(
+    layer_cls, kwargs, input_shape
+):
+    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    switched = _model(layer_cls(**kwargs), input_shape)
+    constructed = _model(
+        layer_cls(**kwargs, posterior_value="mean"), input_shape
+    )
+    _randomize_posterior(switched.layers[-1])
+    # Only the posterior: the control variables keep their constructed
+    # values.
+    for source, target in zip(
+        switched.trainable_weights, constructed.trainable_weights
+    ):
+        assert source.name == target.name
+        target.assign(source)
+    assert constructed.layers[-1].posterior_value == "mean"
+    expected = _to_numpy(constructed(x))
+
+    # Compile `predict` in sample mode first: the switch must reach the
+    # already-traced function.
+    first = switched.predict(x, verbose=0)
+    second = switched.predict(x, verbose=0)
+    assert not np.allclose(first, second), "no new draw per predict call"
+    assert not np.allclose(first, expected, rtol=1e-2, atol=1e-2)
+
+    assert kb.set_posterior_value(switched, "mean") == 1
+    assert switched.layers[-1].posterior_value == "mean"
+    np.testing.assert_allclose(
+        switched.predict(x, verbose=0), expected, rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        _to_numpy(switched(x)), expected, rtol=RTOL, atol=ATOL
+    )
+
+    # And back: sampling again, from the same posterior.
+    assert kb.set_posterior_value(switched.layers[-1], "sample") == 1
+    resampled = switched.predict(x, verbose=0)
+    assert not np.allclose(resampled, expected, rtol=1e-2, atol=1e-2)
