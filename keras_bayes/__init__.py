@@ -1,6 +1,13 @@
 """keras-bayes: Bayesian (variational) convolution layers for Keras 3."""
 
-from keras_bayes import callbacks, layers, posteriors, priors
+from keras_bayes import (
+    callbacks,
+    layers,
+    metrics,
+    posteriors,
+    priors,
+    uncertainty,
+)
 from keras_bayes.conversion import to_bayesian
 from keras_bayes.workflows import set_posterior_value
 
