@@ -105,10 +105,11 @@ def seed(value):
 
 def batch_shape(value):
     expected = "Expected a tuple of strictly positive integers (or ())."
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
     try:
-        values = tuple(value)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            values = (value,)
+        else:
+            values = tuple(value)
     except TypeError:
         raise invalid("batch_shape", expected, value) from None
     if not all(

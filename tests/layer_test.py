@@ -31,6 +31,23 @@ def _to_numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
+def randomize_posterior(layer, seed=1):
+    """Give a Bayesian layer's posterior distinctive values.
+
+    Random normal locations (a zero bias would hide a missing bias add) and
+    untransformed scales in (0.5, 1.5), i.e. scales of about 1-1.7: a draw
+    leaking into mean mode would move outputs by O(1).
+    """
+    rng = np.random.default_rng(seed)
+    for variable in layer.trainable_weights:
+        shape = tuple(variable.shape)
+        if variable.name.endswith("untransformed_scale"):
+            value = rng.uniform(0.5, 1.5, size=shape)
+        else:
+            value = rng.normal(size=shape)
+        variable.assign(value.astype("float32"))
+
+
 def _mean_outputs(model, x):
     from keras_bayes import set_posterior_value
 

@@ -1,5 +1,13 @@
 """Bayesian and batched layers for Keras 3."""
 
+from keras_bayes.layers.batched import (
+    BatchedConv1D,
+    BatchedConv1DTranspose,
+    BatchedConv2D,
+    BatchedConv2DTranspose,
+    BatchedConv3D,
+    BatchedConv3DTranspose,
+)
 from keras_bayes.layers.conv import (
     Conv1DFlipout,
     Conv1DReparameterization,
@@ -13,6 +21,14 @@ from keras_bayes.layers.conv import (
     Convolution2DReparameterization,
     Convolution3DFlipout,
     Convolution3DReparameterization,
+)
+from keras_bayes.layers.conv_transpose import (
+    Conv1DTransposeFlipout,
+    Conv1DTransposeReparameterization,
+    Conv2DTransposeFlipout,
+    Conv2DTransposeReparameterization,
+    Conv3DTransposeFlipout,
+    Conv3DTransposeReparameterization,
 )
 from keras_bayes.layers.dense import (
     DenseFlipout,

@@ -31,18 +31,40 @@ _ARGS_DOC = """
             in training and inference; `"mean"` uses the posterior mean.
         seed: int seed of the layer's `keras.random.SeedGenerator`.
         activity_regularizer: as in Keras.
+        batch_shape: shape of a batch of independent posteriors (members).
+            Defaults to `()`, a single posterior. Every variable gets these
+            leading axes and the KL sums over the members.
 
     Input shape:
         `(batch, *spatial, channels)` for channels_last,
-        `(batch, channels, *spatial)` for channels_first.
+        `(batch, channels, *spatial)` for channels_first. With a
+        `batch_shape`, also `(batch, *batch_shape, *spatial, channels)`
+        (one input per member; the former is fed to every member).
 
     Output shape:
         `(batch, *new_spatial, filters)` (channels_last), as the matching
-        `keras.layers.ConvND`.
+        `keras.layers.ConvND`; with a `batch_shape`,
+        `(batch, *batch_shape, *new_spatial, filters)`.
 """
 
 
-class VariationalConv(variational.VariationalLayer):
+def _map_attribute(name):
+    return property(lambda self: getattr(self._linear_map, name))
+
+
+class ConvArguments:
+    """The convolution arguments of a layer, read from its `ConvMap`."""
+
+    filters = _map_attribute("filters")
+    kernel_size = _map_attribute("kernel_size")
+    strides = _map_attribute("strides")
+    padding = _map_attribute("padding")
+    data_format = _map_attribute("data_format")
+    dilation_rate = _map_attribute("dilation_rate")
+    batch_shape = _map_attribute("batch_shape")
+
+
+class VariationalConv(ConvArguments, variational.VariationalLayer):
     """Base of the Bayesian convolutions; subclasses fix `rank`."""
 
     rank = None
@@ -66,6 +88,7 @@ class VariationalConv(variational.VariationalLayer):
         posterior_value="sample",
         seed=None,
         activity_regularizer=None,
+        batch_shape=(),
         **kwargs,
     ):
         super().__init__(
@@ -90,24 +113,19 @@ class VariationalConv(variational.VariationalLayer):
             data_format=data_format,
             dilation_rate=dilation_rate,
             groups=groups,
+            batch_shape=batch_shape,
         )
 
-    filters = property(lambda self: self._linear_map.filters)
-    kernel_size = property(lambda self: self._linear_map.kernel_size)
-    strides = property(lambda self: self._linear_map.strides)
-    padding = property(lambda self: self._linear_map.padding)
-    data_format = property(lambda self: self._linear_map.data_format)
-    dilation_rate = property(lambda self: self._linear_map.dilation_rate)
-    groups = property(lambda self: self._linear_map.groups)
+    groups = _map_attribute("groups")
 
 
-def _conv_layer(rank, estimator, summary):
-    """A public conv class: a rank and an estimator on `VariationalConv`."""
+def _conv_layer(rank, estimator, summary, args_doc=_ARGS_DOC):
+    """A public conv class: a rank and an estimator on a base class."""
 
     def decorate(cls):
         cls.rank = rank
         cls.estimator = estimator
-        cls.__doc__ = summary + "\n" + _ARGS_DOC
+        cls.__doc__ = summary + "\n" + args_doc
         return register(cls)
 
     return decorate

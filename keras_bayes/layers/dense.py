@@ -12,12 +12,17 @@ _ARGS_DOC = """
         kernel_posterior, kernel_prior, bias_posterior, bias_prior,
         kl_weight, posterior_value, seed: as in `Conv2DFlipout`.
         activity_regularizer: as in Keras.
+        batch_shape: shape of a batch of independent posteriors (members);
+            defaults to `()`.
 
     Input shape:
-        `(batch, ..., in_features)`.
+        `(batch, ..., in_features)`. With a `batch_shape`:
+        `(batch, in_features)` (fed to every member) or
+        `(batch, *batch_shape, in_features)`.
 
     Output shape:
-        `(batch, ..., units)`.
+        `(batch, ..., units)`; with a `batch_shape`,
+        `(batch, *batch_shape, units)`.
 """
 
 
@@ -37,6 +42,7 @@ class VariationalDense(variational.VariationalLayer):
         posterior_value="sample",
         seed=None,
         activity_regularizer=None,
+        batch_shape=(),
         **kwargs,
     ):
         super().__init__(
@@ -52,7 +58,7 @@ class VariationalDense(variational.VariationalLayer):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        self._linear_map = DenseMap(units)
+        self._linear_map = DenseMap(units, batch_shape=batch_shape)
 
     units = property(lambda self: self._linear_map.filters)
 

@@ -23,6 +23,7 @@ import keras
 from keras import ops
 
 from keras_bayes import _validation, posteriors, priors
+from keras_bayes.layers import linear_maps
 
 REPARAMETERIZATION = "reparameterization"
 FLIPOUT = "flipout"
@@ -76,10 +77,27 @@ def _variance_floor(dtype):
     )
 
 
+def _normal_kl(prior, loc, scale):
+    """`KL(N(loc, scale) || prior)` summed, for a `priors.Normal` prior.
+
+    The closed form `log(s0 / s) + (s**2 + (m - m0)**2) / (2 s0**2) - 1/2`
+    rearranged so that each weight costs one square per parameter and one
+    log; the constant part is added once.
+    """
+    centred = loc if prior.loc == 0.0 else loc - prior.loc
+    per_weight = (ops.square(scale) + ops.square(centred)) * (
+        0.5 / prior.scale**2
+    ) - ops.log(scale)
+    count = math.prod(loc.shape)
+    return ops.sum(per_weight) + count * (math.log(prior.scale) - 0.5)
+
+
 class VariationalLayer(keras.layers.Layer):
     """Base class of the Bayesian layers (not used directly).
 
-    Subclasses set `estimator` and create `self._linear_map` in `__init__`.
+    Subclasses set `estimator` and create `self._linear_map` in `__init__`
+    (with the layer's `batch_shape`: a batch of independent posteriors is
+    the map's business, so the estimators below never see it).
     """
 
     estimator = None
@@ -160,11 +178,21 @@ class VariationalLayer(keras.layers.Layer):
 
     # -- variables ------------------------------------------------------
 
+    @property
+    def batch_shape(self):
+        """The shape of the batch of independent posteriors (`()`: one)."""
+        return self._linear_map.batch_shape
+
+    def _initializer(self, initializer):
+        if self.batch_shape:
+            return linear_maps.member_initializer(initializer, self.batch_shape)
+        return _fresh(initializer)
+
     def _add_posterior_variables(self, weight, shape, posterior):
         loc = self.add_weight(
             name=f"{weight}_loc",
             shape=shape,
-            initializer=_fresh(posterior.loc_initializer),
+            initializer=self._initializer(posterior.loc_initializer),
             autocast=False,
         )
         setattr(self, f"{weight}_loc", loc)
@@ -172,7 +200,9 @@ class VariationalLayer(keras.layers.Layer):
             scale = self.add_weight(
                 name=f"{weight}_untransformed_scale",
                 shape=shape,
-                initializer=_fresh(posterior.untransformed_scale_initializer),
+                initializer=self._initializer(
+                    posterior.untransformed_scale_initializer
+                ),
                 autocast=False,
             )
             setattr(self, f"{weight}_untransformed_scale", scale)
@@ -206,10 +236,7 @@ class VariationalLayer(keras.layers.Layer):
             trainable=False,
             autocast=False,
         )
-        axes = {self._linear_map.channel_axis: in_channels}
-        self.input_spec = keras.layers.InputSpec(
-            ndim=len(input_shape), axes=axes
-        )
+        self.input_spec = self._linear_map.input_spec(input_shape, in_channels)
 
     def _posterior_parameters(self, weight):
         """`(loc, scale)` in float32; `scale` is None for a point estimate."""
@@ -268,8 +295,12 @@ class VariationalLayer(keras.layers.Layer):
         sign_in_shape, sign_out_shape = linear_map.sign_shapes(inputs)
         sign_in = _rademacher(sign_in_shape, dtype, seed)
         sign_out = _rademacher(sign_out_shape, dtype, seed)
+        # Signs differ per member: inputs shared by the members are
+        # expanded to one copy per member here.
         mean = linear_map(inputs, ops.cast(loc, dtype))
-        perturbation = linear_map(inputs * sign_in, ops.cast(delta, dtype))
+        perturbation = linear_map(
+            linear_map.expand_members(inputs) * sign_in, ops.cast(delta, dtype)
+        )
         return mean + perturbation * sign_out, eps
 
     def _kl(self, prior, loc, scale, eps):
@@ -280,6 +311,8 @@ class VariationalLayer(keras.layers.Layer):
         """
         if prior is None:
             return ops.zeros((), dtype="float32")
+        if type(prior) is priors.Normal:
+            return _normal_kl(prior, loc, scale)
         closed_form = prior.kl_from_normal(loc, scale)
         if closed_form is not None:
             return closed_form
@@ -314,25 +347,47 @@ class VariationalLayer(keras.layers.Layer):
 
     def save_own_variables(self, store):
         # By name rather than position, so that adding a variable in a later
-        # version does not shift every saved value.
+        # version does not shift every saved value; each with a checksum,
+        # so that damaged bytes fail to load instead of loading silently.
+        from keras_bayes import saving
+
         for variable in (
             self._trainable_variables + self._non_trainable_variables
         ):
-            store[variable.name] = variable
+            value = ops.convert_to_numpy(variable)
+            store[variable.name] = value
+            store[variable.name + saving.CHECKSUM_SUFFIX] = saving.checksum(
+                value
+            )
 
     def load_own_variables(self, store):
+        from keras_bayes import saving
+
         own = self._trainable_variables + self._non_trainable_variables
-        keys = list(store.keys())
+        suffix = saving.CHECKSUM_SUFFIX
+        stored = set(store.keys())
+        keys = [key for key in stored if not key.endswith(suffix)]
         if keys and all(key.isdigit() for key in keys):
-            # Keras' default positional layout, in the order of `own`.
-            if len(keys) != len(own):
+            # Keras' default positional layout, in the order of `own`, with
+            # or without the control variables (older files lack them).
+            posterior = [v for v in own if v.name not in _CONTROL_VARIABLES]
+            layout = own if len(keys) == len(own) else posterior
+            if sorted(keys, key=int) != [str(i) for i in range(len(layout))]:
                 raise ValueError(
                     f"Layer '{self.name}' expected {len(own)} saved "
-                    f"variables, found {len(keys)}."
+                    f"variables (or {len(posterior)} without "
+                    f"{list(_CONTROL_VARIABLES)}), found {len(keys)}."
                 )
-            values = {own[int(key)].name: store[key] for key in keys}
+            values = {layout[int(key)].name: store[key] for key in keys}
         else:
             values = {key: store[key] for key in keys}
+            # Files saved before checksums existed have none: nothing to
+            # verify, they load as before.
+            for name, value in values.items():
+                if name + suffix in stored:
+                    saving.verify_checksum(
+                        self.name, name, value, store[name + suffix]
+                    )
         names = {variable.name for variable in own}
         missing = sorted(
             name
