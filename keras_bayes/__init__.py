@@ -6,6 +6,7 @@ from keras_bayes import (
     metrics,
     posteriors,
     priors,
+    saving,
     uncertainty,
 )
 from keras_bayes.conversion import to_bayesian
