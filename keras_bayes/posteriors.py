@@ -9,9 +9,21 @@ the transform, and serialize as plain configs.
 import keras
 from keras import ops
 
+from keras_bayes import _validation
 from keras_bayes._export import register
 
 SCALE_FLOOR = 1e-5
+
+
+def _initializer(value, name):
+    try:
+        return keras.initializers.get(value)
+    except ValueError:
+        raise _validation.invalid(
+            name,
+            "Expected a Keras initializer, its name or its config.",
+            value,
+        ) from None
 
 
 class Posterior:
@@ -60,9 +72,9 @@ class MeanFieldNormal(Posterior):
             untransformed_scale_initializer = keras.initializers.RandomNormal(
                 -3.0, 0.1
             )
-        self.loc_initializer = keras.initializers.get(loc_initializer)
-        self.untransformed_scale_initializer = keras.initializers.get(
-            untransformed_scale_initializer
+        self.loc_initializer = _initializer(loc_initializer, "loc_initializer")
+        self.untransformed_scale_initializer = _initializer(
+            untransformed_scale_initializer, "untransformed_scale_initializer"
         )
 
     @staticmethod
@@ -97,7 +109,7 @@ class Deterministic(Posterior):
     """
 
     def __init__(self, initializer="zeros"):
-        self.loc_initializer = keras.initializers.get(initializer)
+        self.loc_initializer = _initializer(initializer, "initializer")
 
     def get_config(self):
         return {

@@ -153,6 +153,9 @@ class SpikeAndSlab(ScaleMixtureNormal):
     """
 
     def __init__(self, mixture_weight=0.5, spike_scale=1.0, slab_scale=2000.0):
+        # Checked here so that an error names the argument the user passed.
+        spike_scale = _positive_finite(spike_scale, "spike_scale")
+        slab_scale = _positive_finite(slab_scale, "slab_scale")
         super().__init__(mixture_weight, spike_scale, slab_scale)
 
     def get_config(self):
