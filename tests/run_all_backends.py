@@ -44,6 +44,9 @@ def _start(backend, pytest_args, log_dir, report_dir):
     env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONHASHSEED", "0")
+    # Three processes share the cores: one intra-op thread each keeps torch
+    # from spinning threads against the other backends.
+    env.setdefault("OMP_NUM_THREADS", "1")
     report = report_dir / f"{backend}.xml"
     cmd = [
         sys.executable,

@@ -171,6 +171,18 @@ CONVERSION_CASES = {
             ),
         ],
     ),
+    "conv_transpose": (
+        (4, 4, 2),
+        lambda: [
+            keras.layers.Conv2DTranspose(
+                3, 3, strides=2, padding="same", output_padding=1
+            ),
+            keras.layers.Conv2DTranspose(
+                2, 2, dilation_rate=2, activation="relu"
+            ),
+            keras.layers.Conv2D(2, 3, data_format="channels_last"),
+        ],
+    ),
     "conv3d": (
         (4, 4, 4, 2),
         lambda: [
@@ -195,7 +207,13 @@ def test_to_bayesian_sequential(case, estimator):
         if isinstance(new, kb.layers.VariationalLayer):
             assert type(new).__name__ == type(original).__name__ + suffix
             new_config, old_config = new.get_config(), original.get_config()
-            for key in ("strides", "padding", "dilation_rate", "groups"):
+            for key in (
+                "strides",
+                "padding",
+                "dilation_rate",
+                "groups",
+                "output_padding",
+            ):
                 if key in old_config:
                     assert tuple(np.ravel(new_config[key])) == tuple(
                         np.ravel(old_config[key])
