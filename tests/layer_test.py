@@ -20,7 +20,31 @@ import keras
 import numpy as np
 from keras import ops
 
+import keras_bayes as kb
 from keras_bayes.layers.variational import VariationalLayer
+
+# The Bayesian layer classes, for tests that walk all of them.
+CONV_CLASSES = [
+    kb.layers.Conv1DReparameterization,
+    kb.layers.Conv1DFlipout,
+    kb.layers.Conv2DReparameterization,
+    kb.layers.Conv2DFlipout,
+    kb.layers.Conv3DReparameterization,
+    kb.layers.Conv3DFlipout,
+]
+TRANSPOSE_CLASSES = [
+    kb.layers.Conv1DTransposeReparameterization,
+    kb.layers.Conv1DTransposeFlipout,
+    kb.layers.Conv2DTransposeReparameterization,
+    kb.layers.Conv2DTransposeFlipout,
+    kb.layers.Conv3DTransposeReparameterization,
+    kb.layers.Conv3DTransposeFlipout,
+]
+DENSE_CLASSES = [
+    kb.layers.DenseReparameterization,
+    kb.layers.DenseFlipout,
+    kb.layers.DenseLocalReparameterization,
+]
 
 
 def _inputs(shape, seed=0):

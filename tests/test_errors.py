@@ -13,28 +13,8 @@ import numpy as np
 import pytest
 
 import keras_bayes as kb
+from tests.layer_test import CONV_CLASSES, DENSE_CLASSES, TRANSPOSE_CLASSES
 
-CONV_CLASSES = [
-    kb.layers.Conv1DReparameterization,
-    kb.layers.Conv1DFlipout,
-    kb.layers.Conv2DReparameterization,
-    kb.layers.Conv2DFlipout,
-    kb.layers.Conv3DReparameterization,
-    kb.layers.Conv3DFlipout,
-]
-TRANSPOSE_CLASSES = [
-    kb.layers.Conv1DTransposeReparameterization,
-    kb.layers.Conv1DTransposeFlipout,
-    kb.layers.Conv2DTransposeReparameterization,
-    kb.layers.Conv2DTransposeFlipout,
-    kb.layers.Conv3DTransposeReparameterization,
-    kb.layers.Conv3DTransposeFlipout,
-]
-DENSE_CLASSES = [
-    kb.layers.DenseReparameterization,
-    kb.layers.DenseFlipout,
-    kb.layers.DenseLocalReparameterization,
-]
 ALL_CONV_CLASSES = CONV_CLASSES + TRANSPOSE_CLASSES
 ALL_CLASSES = ALL_CONV_CLASSES + DENSE_CLASSES
 

@@ -14,28 +14,7 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
-
-CONV_CLASSES = [
-    kb.layers.Conv1DReparameterization,
-    kb.layers.Conv1DFlipout,
-    kb.layers.Conv2DReparameterization,
-    kb.layers.Conv2DFlipout,
-    kb.layers.Conv3DReparameterization,
-    kb.layers.Conv3DFlipout,
-]
-TRANSPOSE_CLASSES = [
-    kb.layers.Conv1DTransposeReparameterization,
-    kb.layers.Conv1DTransposeFlipout,
-    kb.layers.Conv2DTransposeReparameterization,
-    kb.layers.Conv2DTransposeFlipout,
-    kb.layers.Conv3DTransposeReparameterization,
-    kb.layers.Conv3DTransposeFlipout,
-]
-DENSE_CLASSES = [
-    kb.layers.DenseReparameterization,
-    kb.layers.DenseFlipout,
-    kb.layers.DenseLocalReparameterization,
-]
+from tests.layer_test import CONV_CLASSES, DENSE_CLASSES, TRANSPOSE_CLASSES
 
 
 def _numpy(x):
