@@ -78,12 +78,15 @@ class Normal(Prior):
 
     def kl_from_normal(self, loc, scale):
         # KL(N(m, s) || N(m0, s0)) = log(s0 / s) + (s^2 + (m - m0)^2)
-        # / (2 s0^2) - 1/2, summed over the weights.
-        variance_ratio = ops.square(scale / self.scale)
-        mean_term = ops.square((loc - self.loc) / self.scale)
-        return 0.5 * ops.sum(
-            variance_ratio + mean_term - 1.0 - ops.log(variance_ratio)
-        )
+        # / (2 s0^2) - 1/2, summed over the weights; arranged so that each
+        # weight costs one square per parameter and one log, and the
+        # constant part is added once.
+        centred = loc if self.loc == 0.0 else loc - self.loc
+        per_weight = (ops.square(scale) + ops.square(centred)) * (
+            0.5 / self.scale**2
+        ) - ops.log(scale)
+        count = math.prod(loc.shape)
+        return ops.sum(per_weight) + count * (math.log(self.scale) - 0.5)
 
     def get_config(self):
         return {"loc": self.loc, "scale": self.scale}

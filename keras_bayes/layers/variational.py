@@ -77,21 +77,6 @@ def _variance_floor(dtype):
     )
 
 
-def _normal_kl(prior, loc, scale):
-    """`KL(N(loc, scale) || prior)` summed, for a `priors.Normal` prior.
-
-    The closed form `log(s0 / s) + (s**2 + (m - m0)**2) / (2 s0**2) - 1/2`
-    rearranged so that each weight costs one square per parameter and one
-    log; the constant part is added once.
-    """
-    centred = loc if prior.loc == 0.0 else loc - prior.loc
-    per_weight = (ops.square(scale) + ops.square(centred)) * (
-        0.5 / prior.scale**2
-    ) - ops.log(scale)
-    count = math.prod(loc.shape)
-    return ops.sum(per_weight) + count * (math.log(prior.scale) - 0.5)
-
-
 class VariationalLayer(keras.layers.Layer):
     """Base class of the Bayesian layers (not used directly).
 
@@ -311,8 +296,6 @@ class VariationalLayer(keras.layers.Layer):
         """
         if prior is None:
             return ops.zeros((), dtype="float32")
-        if type(prior) is priors.Normal:
-            return _normal_kl(prior, loc, scale)
         closed_form = prior.kl_from_normal(loc, scale)
         if closed_form is not None:
             return closed_form
