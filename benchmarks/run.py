@@ -209,8 +209,9 @@ def measure_keras(quick=False, repeats=30, warmup=5, kinds=None):
         bayes = _keras_model(bayes_layer, input_shape)
         ref = _keras_model(ref_layer, input_shape)
         x = rng.normal(size=(spec["batch"],) + input_shape).astype("float32")
-        y_bayes = np.zeros(bayes.output_shape[1:], "float32")
-        y_bayes = np.broadcast_to(y_bayes, (spec["batch"],) + y_bayes.shape)
+        # Contiguous targets for both: a broadcast (stride-0) view would be
+        # copied, or read through its strides, on every step.
+        y_bayes = np.zeros((spec["batch"],) + bayes.output_shape[1:], "float32")
         y_ref = np.zeros((spec["batch"],) + ref.output_shape[1:], "float32")
 
         def train_bayes(x=x, y=y_bayes, model=bayes):
