@@ -36,6 +36,47 @@ def normal_log_prob(x, loc, scale):
     return -0.5 * ops.square(z) - ops.log(scale) - _HALF_LOG_2PI
 
 
+def normal_kl_sum(loc, scale, prior_loc, prior_scale):
+    """`KL(N(loc, scale) || N(prior_loc, prior_scale))` summed over weights.
+
+    Per weight, `log(s0 / s) + (s^2 + (m - m0)^2) / (2 s0^2) - 1/2`. The
+    forward pass is two dot products and one sum of logs; the gradient is
+    written out (`(m - m0) / s0^2` and `s / s0^2 - 1 / s`) rather than
+    traced through the elementwise formula, which halves the number of
+    full-size passes over the weights where each operation runs on its own
+    (PyTorch) and changes nothing where the compiler fuses them.
+    """
+    half_precision = 0.5 / prior_scale**2
+    constant = math.prod(loc.shape) * (math.log(prior_scale) - 0.5)
+    if keras.backend.backend() == "tensorflow":
+        # Keras hands TensorFlow variables over as `tf.Variable`s; read
+        # inside a custom gradient they would count as captured variables.
+        import tensorflow as tf
+
+        loc = tf.convert_to_tensor(loc)
+        scale = tf.convert_to_tensor(scale)
+
+    @ops.custom_gradient
+    def kl(loc, scale):
+        centred = loc if prior_loc == 0.0 else loc - prior_loc
+        flat_loc = ops.reshape(centred, (-1,))
+        flat_scale = ops.reshape(scale, (-1,))
+        squares = ops.dot(flat_loc, flat_loc) + ops.dot(flat_scale, flat_scale)
+        value = half_precision * squares - ops.sum(ops.log(scale)) + constant
+
+        # TensorFlow and JAX pass the upstream gradient positionally,
+        # PyTorch by keyword after the inputs.
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            factor = (2.0 * half_precision) * upstream
+            return centred * factor, scale * factor - upstream / scale
+
+        return value, grad
+
+    return kl(loc, scale)
+
+
 class Prior(abc.ABC):
     """Base class of the weight priors."""
 
@@ -77,16 +118,7 @@ class Normal(Prior):
         return normal_log_prob(weights, self.loc, self.scale)
 
     def kl_from_normal(self, loc, scale):
-        # KL(N(m, s) || N(m0, s0)) = log(s0 / s) + (s^2 + (m - m0)^2)
-        # / (2 s0^2) - 1/2, summed over the weights; arranged so that each
-        # weight costs one square per parameter and one log, and the
-        # constant part is added once.
-        centred = loc if self.loc == 0.0 else loc - self.loc
-        per_weight = (ops.square(scale) + ops.square(centred)) * (
-            0.5 / self.scale**2
-        ) - ops.log(scale)
-        count = math.prod(loc.shape)
-        return ops.sum(per_weight) + count * (math.log(self.scale) - 0.5)
+        return normal_kl_sum(loc, scale, self.loc, self.scale)
 
     def get_config(self):
         return {"loc": self.loc, "scale": self.scale}
