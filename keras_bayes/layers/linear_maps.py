@@ -35,6 +35,12 @@ from keras_bayes import _validation
 member_strategy = None
 
 
+# On PyTorch, convolve channels_last inputs through a channels-first view
+# of the same memory instead of Keras' copying transposes (see `_apply`);
+# benchmarks switch it off to measure the difference.
+channels_last_view = True
+
+
 @functools.cache
 def _default_member_strategy():
     # Measured on a 2-core CPU (docs/benchmarks.md): with XLA's CPU grouped
@@ -62,6 +68,14 @@ def _member_strategy(transpose):
         # refuses.
         return "per_member"
     return strategy
+
+
+def _torch_channels_view(rank):
+    # PyTorch has channels-last memory formats for 2D and 3D convolutions
+    # only (`benchmarks/run.py` measured the 2D training step).
+    return (
+        channels_last_view and keras.backend.backend() == "torch" and rank > 1
+    )
 
 
 def _conv_output_length(length, kernel, stride, dilation, padding):
@@ -420,24 +434,43 @@ class ConvMap(LinearMap):
                 pads = [[0, 0], [0, 0], [left, 0]]
             inputs = ops.pad(inputs, pads)
             padding = "valid"
+        data_format = self.data_format
+        channels_view = data_format == "channels_last" and _torch_channels_view(
+            self.rank
+        )
+        if channels_view:
+            # PyTorch convolves channels-first tensors. Keras' own
+            # channels_last path copies the input into that layout (and, for
+            # convolutions, back into channels-last memory for oneDNN); a
+            # channels-first view of the same memory costs no copy, and the
+            # output comes back as a channels-last view. Same arithmetic.
+            # (`transpose`, not `moveaxis`: the former also runs inside
+            # `vectorized_map`.)
+            last = self.rank + 1
+            inputs = ops.transpose(inputs, (0, last, *range(1, last)))
+            data_format = "channels_first"
         if self.transpose:
-            return ops.conv_transpose(
+            outputs = ops.conv_transpose(
                 inputs,
                 kernel,
                 strides=self.strides,
                 padding=padding,
                 output_padding=self.output_padding,
-                data_format=self.data_format,
+                data_format=data_format,
                 dilation_rate=self.dilation_rate,
             )
-        return ops.conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
+        else:
+            outputs = ops.conv(
+                inputs,
+                kernel,
+                strides=self.strides,
+                padding=padding,
+                data_format=data_format,
+                dilation_rate=self.dilation_rate,
+            )
+        if channels_view:
+            outputs = ops.transpose(outputs, (0, *range(2, last + 1), 1))
+        return outputs
 
     # -- members ----------------------------------------------------------
     #
