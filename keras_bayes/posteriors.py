@@ -80,6 +80,19 @@ class MeanFieldNormal(Posterior):
     @staticmethod
     def scale(untransformed_scale):
         """The standard deviation: `softplus(untransformed_scale) + 1e-5`."""
+        if keras.backend.backend() == "jax":
+            # The same function as `max(u, 0) + log1p(exp(-|u|))`, which
+            # XLA's CPU code runs in a third of the time of
+            # `jax.nn.softplus` (`logaddexp`), gradient included. `max` is
+            # written `(u + |u|) / 2` so that the gradient at u = 0 is
+            # sigmoid(0) = 1/2 (a `relu` would give 0 there).
+            u = untransformed_scale
+            magnitude = ops.abs(u)
+            return (
+                0.5 * (u + magnitude)
+                + ops.log1p(ops.exp(-magnitude))
+                + SCALE_FLOOR
+            )
         return ops.softplus(untransformed_scale) + SCALE_FLOOR
 
     def get_config(self):

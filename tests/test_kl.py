@@ -180,6 +180,12 @@ def test_closed_form_kl_gradient(layer_cls, kwargs, input_shape):
         loss=_zero_data_loss,
     )
     v = _assign_posterior(layer, seed=7)
+    for name in ("kernel", "bias"):
+        # Include u = 0, where sigmoid(0) = 1/2 is the softplus gradient
+        # that a max(u, 0)-style formula gets wrong, and both tails.
+        untransformed = v[f"{name}_untransformed_scale"]
+        untransformed.flat[:3] = (0.0, 3.0, -4.0)
+        getattr(layer, f"{name}_untransformed_scale").assign(untransformed)
     y = np.zeros((input_shape[0],) + tuple(model.output_shape[1:]), "float32")
     model.train_on_batch(x, y)
     for name, (prior_loc, prior_scale) in (
