@@ -56,3 +56,15 @@ def test_median_pair_interleaves(bench):
     # One warm-up pair, then the order alternates every repeat.
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
     assert all(_positive_finite(m) for m in medians)
+
+
+def test_conv_cost_measures_one_convolution():
+    path = _PATH.parent / "conv_cost.py"
+    spec = importlib.util.spec_from_file_location("conv_cost_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure(repeats=2, warmup=1)
+    for key in ("forward", "kernel_gradient", "conv2d_step"):
+        assert _positive_finite(result[key]), result
+    # A second convolution can only add to the plain layer's step.
+    assert result["flipout_floor"] > 1.0, result
