@@ -751,7 +751,7 @@ def _parse_args(argv):
     parser.add_argument(
         "--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS)
     )
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
     parser.add_argument(
