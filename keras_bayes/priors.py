@@ -48,13 +48,11 @@ def normal_kl_sum(loc, scale, prior_loc, prior_scale):
     """
     half_precision = 0.5 / prior_scale**2
     constant = math.prod(loc.shape) * (math.log(prior_scale) - 0.5)
-    if keras.backend.backend() == "tensorflow":
-        # Keras hands TensorFlow variables over as `tf.Variable`s; read
-        # inside a custom gradient they would count as captured variables.
-        import tensorflow as tf
-
-        loc = tf.convert_to_tensor(loc)
-        scale = tf.convert_to_tensor(scale)
+    # On TensorFlow, Keras hands a variable over as a `tf.Variable`, which a
+    # custom gradient would take for a captured variable; a cast to its own
+    # dtype reads it into a tensor (and costs nothing on any backend).
+    loc = ops.cast(loc, "float32")
+    scale = ops.cast(scale, "float32")
 
     @ops.custom_gradient
     def kl(loc, scale):
