@@ -46,7 +46,7 @@ def normal_kl_sum(loc, scale, prior_loc, prior_scale):
     full-size passes over the weights where each operation runs on its own
     (PyTorch) and changes nothing where the compiler fuses them.
     """
-    half_precision = 0.5 / prior_scale**2
+    half_inverse_variance = 0.5 / prior_scale**2
     constant = math.prod(loc.shape) * (math.log(prior_scale) - 0.5)
     # On TensorFlow, Keras hands a variable over as a `tf.Variable`, which a
     # custom gradient would take for a captured variable; a cast to its own
@@ -60,14 +60,16 @@ def normal_kl_sum(loc, scale, prior_loc, prior_scale):
         flat_loc = ops.reshape(centred, (-1,))
         flat_scale = ops.reshape(scale, (-1,))
         squares = ops.dot(flat_loc, flat_loc) + ops.dot(flat_scale, flat_scale)
-        value = half_precision * squares - ops.sum(ops.log(scale)) + constant
+        value = (
+            half_inverse_variance * squares - ops.sum(ops.log(scale)) + constant
+        )
 
         # TensorFlow and JAX pass the upstream gradient positionally,
         # PyTorch by keyword after the inputs.
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            factor = (2.0 * half_precision) * upstream
+            factor = (2.0 * half_inverse_variance) * upstream
             return centred * factor, scale * factor - upstream / scale
 
         return value, grad
