@@ -179,13 +179,19 @@ def _keras_layers(kind, spec):
     )
 
 
+# `model.compile(jit_compile=...)` of the Keras models (`--jit-compile`).
+JIT_COMPILE = "auto"
+
+
 def _keras_model(layer, input_shape):
     import keras
 
     inputs = keras.Input(shape=input_shape)
     model = keras.Model(inputs, layer(inputs))
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=1e-3), loss="mse"
+        optimizer=keras.optimizers.SGD(learning_rate=1e-3),
+        loss="mse",
+        jit_compile=JIT_COMPILE,
     )
     return model
 
@@ -542,8 +548,11 @@ def compare_torch_flipout(quick=False, repeats=30, warmup=5):
 
 
 def _worker(args):
-    global DENSE_BATCH
+    global DENSE_BATCH, JIT_COMPILE
     DENSE_BATCH = args.dense_batch
+    JIT_COMPILE = {"auto": "auto", "true": True, "false": False}[
+        args.jit_compile
+    ]
     if args.no_channels_view:
         from keras_bayes.layers import linear_maps
 
@@ -628,6 +637,7 @@ def _run_worker(worker, args):
         command.append("--no-mc-predict")
     if args.no_channels_view:
         command.append("--no-channels-view")
+    command += ["--jit-compile", args.jit_compile]
     command += ["--dense-batch", str(args.dense_batch)]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
@@ -776,6 +786,13 @@ def _parse_args(argv):
         action="store_true",
         help="PyTorch: convolve channels_last inputs through Keras' copying "
         "transposes instead of a channels-first view (for comparison)",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="jit_compile of the Keras models (default: Keras' own choice, "
+        "what `fit` does)",
     )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
