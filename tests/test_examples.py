@@ -4,25 +4,16 @@ The full demo (its accuracy, its run time) is run by `make demo`; here each
 example runs end to end in seconds and returns sane numbers.
 """
 
-import importlib.util
 import inspect
 import math
-import os
-from pathlib import Path
-from unittest import mock
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.scripts import load_script
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    # The example sets thread defaults for its own process; keep this one's.
-    with mock.patch.dict(os.environ):
-        spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,20 @@ samples) on every backend; the numbers must be finite and in range and the
 figures must be written.
 """
 
-import importlib.util
 import inspect
 import math
-import os
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.scripts import load_script
+
 LOG_10 = math.log(10)
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    # The example sets thread defaults for its own process; keep this one's.
-    with mock.patch.dict(os.environ):
-        spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py")
 
 
 def _assert_png(path):

@@ -1,0 +1,22 @@
+"""Loading the repository's standalone scripts (examples, benchmarks)."""
+
+import importlib.util
+import os
+from pathlib import Path
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path):
+    """Import `ROOT / relative_path` as a module, without running `main()`.
+
+    Scripts set thread defaults in `os.environ` for their own process; the
+    test process keeps its own.
+    """
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(os.environ):
+        spec.loader.exec_module(module)
+    return module
