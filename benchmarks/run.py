@@ -100,6 +100,17 @@ def _median_pair(step_a, step_b, repeats, warmup):
     return tuple(_medians((step_a, step_b), repeats, warmup))
 
 
+def _ratios(kind, train, infer):
+    """A result row from `(Bayesian, reference)` median train/infer times."""
+    return {
+        "kind": kind,
+        "train_ratio": train[0] / train[1],
+        "infer_ratio": infer[0] / infer[1],
+        "train_ms": [1e3 * t for t in train],
+        "infer_ms": [1e3 * t for t in infer],
+    }
+
+
 def _read_status_kib(field):
     try:
         with open("/proc/self/status") as status:
@@ -239,15 +250,11 @@ def measure_keras(quick=False, repeats=30, warmup=5, kinds=None):
             _peak_step_memory_mib(train_ref),
         )
         results.append(
-            {
-                "kind": kind,
-                "train_ratio": train[0] / train[1],
-                "infer_ratio": infer[0] / infer[1],
-                "train_ms": [1e3 * t for t in train],
-                "infer_ms": [1e3 * t for t in infer],
-                "memory_mib": memory,
-                "jit": bool(bayes.jit_compile),
-            }
+            dict(
+                _ratios(kind, train, infer),
+                memory_mib=memory,
+                jit=bool(bayes.jit_compile),
+            )
         )
         del bayes, ref
         keras.backend.clear_session()
@@ -362,15 +369,7 @@ def measure_tfp(quick=False, repeats=30, warmup=5):
             repeats,
             warmup,
         )
-        results.append(
-            {
-                "kind": kind,
-                "train_ratio": train[0] / train[1],
-                "infer_ratio": infer[0] / infer[1],
-                "train_ms": [1e3 * t for t in train],
-                "infer_ms": [1e3 * t for t in infer],
-            }
-        )
+        results.append(_ratios(kind, train, infer))
         tf_keras.backend.clear_session()
     return results
 
@@ -448,15 +447,7 @@ def measure_bayesian_torch(quick=False, repeats=30, warmup=5):
             repeats,
             warmup,
         )
-        results.append(
-            {
-                "kind": kind,
-                "train_ratio": train[0] / train[1],
-                "infer_ratio": infer[0] / infer[1],
-                "train_ms": [1e3 * t for t in train],
-                "infer_ms": [1e3 * t for t in infer],
-            }
-        )
+        results.append(_ratios(kind, train, infer))
     return results
 
 
