@@ -23,23 +23,25 @@ from keras import ops
 import keras_bayes as kb
 from keras_bayes.layers.variational import VariationalLayer
 
+
+def _conv_name(rank, transpose):
+    return f"Conv{rank}D" + ("Transpose" if transpose else "")
+
+
+# By (rank, transpose): Keras' deterministic convolution, and keras-bayes'
+# (Reparameterization, Flipout) pair with the same geometry.
+CONV_KEYS = [(rank, t) for t in (False, True) for rank in (1, 2, 3)]
+KERAS_CONV = {key: getattr(keras.layers, _conv_name(*key)) for key in CONV_KEYS}
+BAYES_CONV = {
+    key: (
+        getattr(kb.layers, _conv_name(*key) + "Reparameterization"),
+        getattr(kb.layers, _conv_name(*key) + "Flipout"),
+    )
+    for key in CONV_KEYS
+}
 # The Bayesian layer classes, for tests that walk all of them.
-CONV_CLASSES = [
-    kb.layers.Conv1DReparameterization,
-    kb.layers.Conv1DFlipout,
-    kb.layers.Conv2DReparameterization,
-    kb.layers.Conv2DFlipout,
-    kb.layers.Conv3DReparameterization,
-    kb.layers.Conv3DFlipout,
-]
-TRANSPOSE_CLASSES = [
-    kb.layers.Conv1DTransposeReparameterization,
-    kb.layers.Conv1DTransposeFlipout,
-    kb.layers.Conv2DTransposeReparameterization,
-    kb.layers.Conv2DTransposeFlipout,
-    kb.layers.Conv3DTransposeReparameterization,
-    kb.layers.Conv3DTransposeFlipout,
-]
+CONV_CLASSES = [c for r in (1, 2, 3) for c in BAYES_CONV[r, False]]
+TRANSPOSE_CLASSES = [c for r in (1, 2, 3) for c in BAYES_CONV[r, True]]
 DENSE_CLASSES = [
     kb.layers.DenseReparameterization,
     kb.layers.DenseFlipout,

@@ -17,16 +17,8 @@ from keras import ops
 
 import keras_bayes as kb
 from keras_bayes.layers import linear_maps
-from tests.layer_test import randomize_posterior, run_layer_test
+from tests.layer_test import KERAS_CONV, randomize_posterior, run_layer_test
 
-KERAS_CLASSES = {
-    (1, False): keras.layers.Conv1D,
-    (2, False): keras.layers.Conv2D,
-    (3, False): keras.layers.Conv3D,
-    (1, True): keras.layers.Conv1DTranspose,
-    (2, True): keras.layers.Conv2DTranspose,
-    (3, True): keras.layers.Conv3DTranspose,
-}
 BATCHED_CLASSES = {
     (1, False): kb.layers.BatchedConv1D,
     (2, False): kb.layers.BatchedConv2D,
@@ -299,7 +291,7 @@ def test_batched_members_equal_keras_layers(
 
     _check_members(
         layer,
-        KERAS_CLASSES[rank, transpose],
+        KERAS_CONV[rank, transpose],
         kwargs,
         _inputs(shape),
         _inputs(member_shape, seed=1),
@@ -309,8 +301,8 @@ def test_batched_members_equal_keras_layers(
 
 @pytest.mark.parametrize(
     "rank, transpose",
-    list(KERAS_CLASSES),
-    ids=[cls.__name__ for cls in KERAS_CLASSES.values()],
+    list(KERAS_CONV),
+    ids=[cls.__name__ for cls in KERAS_CONV.values()],
 )
 def test_empty_batch_shape_is_the_keras_layer(rank, transpose):
     kwargs = {
@@ -324,7 +316,7 @@ def test_empty_batch_shape_is_the_keras_layer(rank, transpose):
         "bias_regularizer": keras.regularizers.L1(0.2),
         "kernel_constraint": keras.constraints.MaxNorm(2.0),
     }
-    keras_layer = KERAS_CLASSES[rank, transpose](**kwargs)
+    keras_layer = KERAS_CONV[rank, transpose](**kwargs)
     layer = BATCHED_CLASSES[rank, transpose](**kwargs)
     x = _inputs((2, *SPATIAL[:rank], 2))
     keras_out, out = _to_numpy(keras_layer(x)), _to_numpy(layer(x))

@@ -20,28 +20,15 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
-from tests.layer_test import randomize_posterior, run_layer_test
+from tests.layer_test import (
+    BAYES_CONV,
+    KERAS_CONV,
+    TRANSPOSE_CLASSES,
+    randomize_posterior,
+    run_layer_test,
+)
 
-KERAS_TRANSPOSE = {
-    1: keras.layers.Conv1DTranspose,
-    2: keras.layers.Conv2DTranspose,
-    3: keras.layers.Conv3DTranspose,
-}
-BAYES_TRANSPOSE = {
-    1: (
-        kb.layers.Conv1DTransposeReparameterization,
-        kb.layers.Conv1DTransposeFlipout,
-    ),
-    2: (
-        kb.layers.Conv2DTransposeReparameterization,
-        kb.layers.Conv2DTransposeFlipout,
-    ),
-    3: (
-        kb.layers.Conv3DTransposeReparameterization,
-        kb.layers.Conv3DTransposeFlipout,
-    ),
-}
-ALL_CLASSES = [cls for pair in BAYES_TRANSPOSE.values() for cls in pair]
+ALL_CLASSES = TRANSPOSE_CLASSES
 POSTERIOR_NAMES = ["kernel_loc", "kernel_untransformed_scale", "bias_loc"]
 CONTROL_NAMES = ["kl_weight", "posterior_sample"]
 
@@ -150,8 +137,8 @@ def test_output_shape_matches_keras_per_axis(rank, kwargs, data_format):
         if data_format == "channels_last"
         else (None, 3, *spatial)
     )
-    expected = KERAS_TRANSPOSE[rank](**kwargs).compute_output_shape(shape)
-    for layer_cls in BAYES_TRANSPOSE[rank]:
+    expected = KERAS_CONV[rank, True](**kwargs).compute_output_shape(shape)
+    for layer_cls in BAYES_CONV[rank, True]:
         layer = layer_cls(**kwargs)
         assert layer.compute_output_shape(shape) == tuple(expected)
 
@@ -292,7 +279,7 @@ def _parity_params():
         for i, (case_id, kwargs, bayes_kwargs, channels) in enumerate(
             _transpose_cases(rank)
         ):
-            layer_cls = BAYES_TRANSPOSE[rank][(i + rank) % 2]
+            layer_cls = BAYES_CONV[rank, True][(i + rank) % 2]
             params.append(
                 pytest.param(
                     rank,
@@ -326,7 +313,7 @@ def test_mean_equals_keras_conv_transpose(
     layer.build(x.shape)
     randomize_posterior(layer)
 
-    reference = KERAS_TRANSPOSE[rank](**kwargs)
+    reference = KERAS_CONV[rank, True](**kwargs)
     reference.build(x.shape)
     weights = [_to_numpy(layer.kernel_loc)]
     if layer.use_bias:

@@ -13,6 +13,7 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.layer_test import BAYES_CONV, KERAS_CONV
 
 # float32 convolutions of a few dozen products of O(1) numbers: both sides
 # round differently at most by a few ulps of the O(1)-O(10) outputs.
@@ -21,16 +22,6 @@ ATOL = 1e-5
 # softplus(1.0) ~ 1.31: a posterior draw would move outputs by O(1).
 LARGE_UNTRANSFORMED_SCALE = 1.0
 
-KERAS_CONV = {
-    1: keras.layers.Conv1D,
-    2: keras.layers.Conv2D,
-    3: keras.layers.Conv3D,
-}
-BAYES_CONV = {
-    1: (kb.layers.Conv1DReparameterization, kb.layers.Conv1DFlipout),
-    2: (kb.layers.Conv2DReparameterization, kb.layers.Conv2DFlipout),
-    3: (kb.layers.Conv3DReparameterization, kb.layers.Conv3DFlipout),
-}
 DENSE_CLASSES = (
     kb.layers.DenseReparameterization,
     kb.layers.DenseFlipout,
@@ -175,7 +166,7 @@ def _conv_params():
     for rank in (1, 2, 3):
         for i, case in enumerate(_conv_cases(rank)):
             case_id, conv_kwargs, bayes_kwargs, channels = case
-            layer_cls = BAYES_CONV[rank][(i + rank) % 2]
+            layer_cls = BAYES_CONV[rank, False][(i + rank) % 2]
             params.append(
                 pytest.param(
                     rank,
@@ -246,7 +237,7 @@ def test_conv_mean_equals_keras_conv(
     layer.build(x.shape)
     _randomize_posterior(layer)
 
-    expected = _keras_reference(KERAS_CONV[rank], conv_kwargs, layer, x)
+    expected = _keras_reference(KERAS_CONV[rank, False], conv_kwargs, layer, x)
     outputs = _to_numpy(layer(x))
 
     assert outputs.shape == expected.shape
@@ -263,7 +254,11 @@ AMBIGUOUS_BIAS_SPATIAL = {1: (4,), 2: (5, 4), 3: (3, 5, 4)}
 
 @pytest.mark.parametrize(
     "rank, layer_cls",
-    [(1, BAYES_CONV[1][0]), (2, BAYES_CONV[2][1]), (3, BAYES_CONV[3][0])],
+    [
+        (1, BAYES_CONV[1, False][0]),
+        (2, BAYES_CONV[2, False][1]),
+        (3, BAYES_CONV[3, False][0]),
+    ],
     ids=lambda value: getattr(value, "__name__", str(value)),
 )
 def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
@@ -280,7 +275,7 @@ def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
     to_first = (0, rank + 1) + tuple(range(1, rank + 1))
     x_last = np.transpose(x, to_last)
     expected = _keras_reference(
-        KERAS_CONV[rank], {"filters": 3, "kernel_size": 2}, layer, x_last
+        KERAS_CONV[rank, False], {"filters": 3, "kernel_size": 2}, layer, x_last
     )
     expected = np.transpose(expected, to_first)
     assert expected.shape[-1] == 3

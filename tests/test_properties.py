@@ -24,32 +24,8 @@ from hypothesis import strategies as st
 from keras import ops
 
 import keras_bayes as kb
+from tests.layer_test import BAYES_CONV, KERAS_CONV
 
-KERAS_CONV = {
-    (1, False): keras.layers.Conv1D,
-    (2, False): keras.layers.Conv2D,
-    (3, False): keras.layers.Conv3D,
-    (1, True): keras.layers.Conv1DTranspose,
-    (2, True): keras.layers.Conv2DTranspose,
-    (3, True): keras.layers.Conv3DTranspose,
-}
-BAYES_CONV = {
-    (1, False): (kb.layers.Conv1DReparameterization, kb.layers.Conv1DFlipout),
-    (2, False): (kb.layers.Conv2DReparameterization, kb.layers.Conv2DFlipout),
-    (3, False): (kb.layers.Conv3DReparameterization, kb.layers.Conv3DFlipout),
-    (1, True): (
-        kb.layers.Conv1DTransposeReparameterization,
-        kb.layers.Conv1DTransposeFlipout,
-    ),
-    (2, True): (
-        kb.layers.Conv2DTransposeReparameterization,
-        kb.layers.Conv2DTransposeFlipout,
-    ),
-    (3, True): (
-        kb.layers.Conv3DTransposeReparameterization,
-        kb.layers.Conv3DTransposeFlipout,
-    ),
-}
 # Largest spatial size per rank: small enough that a rank-3 example stays
 # cheap, large enough for strides 3 with kernels of 3.
 MAX_SIZE = {1: 9, 2: 6, 3: 4}
