@@ -22,6 +22,7 @@ from keras import ops
 
 import keras_bayes as kb
 from keras_bayes.layers.variational import VariationalLayer
+from tests.keras_support import skip_unless_keras_runs
 
 
 def _conv_name(rank, transpose):
@@ -47,6 +48,21 @@ DENSE_CLASSES = [
     kb.layers.DenseFlipout,
     kb.layers.DenseLocalReparameterization,
 ]
+
+
+_ESTIMATOR_SUFFIXES = (
+    "LocalReparameterization",
+    "Reparameterization",
+    "Flipout",
+)
+
+
+def keras_counterpart(layer_cls):
+    """The `keras.layers` class with the same map as a keras-bayes layer."""
+    name = layer_cls.__name__.removeprefix("Batched")
+    for suffix in _ESTIMATOR_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return getattr(keras.layers, name)
 
 
 def _inputs(shape, seed=0):
@@ -96,6 +112,9 @@ def run_layer_test(
 ):
     """Run the shared checks; `input_shape` includes the batch axis."""
     bayesian = issubclass(layer_cls, VariationalLayer)
+    keras_cls = keras_counterpart(layer_cls)
+    member_shape = _member_input_shape(layer_cls, init_kwargs, input_shape)
+    skip_unless_keras_runs(keras_cls, init_kwargs, member_shape)
     x = _inputs(input_shape)
 
     # Config round trip, directly and through Keras serialization.
@@ -139,12 +158,28 @@ def run_layer_test(
         layer(x)
         assert len(layer.losses) == 1, "losses accumulate across calls"
 
+    # A check that Keras' own layer cannot run on this device is skipped
+    # (after the checks before it passed), never run differently.
     if run_fit:
+        skip_unless_keras_runs(keras_cls, init_kwargs, member_shape, fit=True)
         _check_fit(layer_cls, init_kwargs, x, expected_output_shape)
     if run_save:
         _check_save_load(layer_cls, init_kwargs, x)
     if run_mixed_precision:
+        skip_unless_keras_runs(
+            keras_cls, init_kwargs, member_shape, dtype="mixed_float16"
+        )
         _check_mixed_precision(layer_cls, init_kwargs, x, bayesian)
+
+
+def _member_input_shape(layer_cls, init_kwargs, input_shape):
+    """One member's input shape (inputs may carry `batch_shape` axes)."""
+    k = len(tuple(init_kwargs.get("batch_shape", ())))
+    rank = getattr(layer_cls, "rank", None)
+    member_ndim = 2 if rank is None else rank + 2
+    if k and len(input_shape) == member_ndim + k:
+        return tuple(input_shape[:1]) + tuple(input_shape[1 + k :])
+    return tuple(input_shape)
 
 
 def _check_fit(layer_cls, init_kwargs, x, expected_output_shape):

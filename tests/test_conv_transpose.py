@@ -20,6 +20,7 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import (
     BAYES_CONV,
     KERAS_CONV,
@@ -308,6 +309,7 @@ def test_mean_equals_keras_conv_transpose(
     shape = (
         (2, channels, *spatial) if channels_first else (2, *spatial, channels)
     )
+    skip_unless_keras_runs(KERAS_CONV[rank, True], kwargs, shape)
     x = _inputs(shape)
     layer = layer_cls(**kwargs, **bayes_kwargs, posterior_value="mean")
     layer.build(x.shape)
@@ -440,6 +442,15 @@ def _scale(untransformed):
     return np.logaddexp(0.0, np.asarray(untransformed, "float64")) + 1e-5
 
 
+def _skip_unless_keras_runs_case(case_id):
+    layer_cls, kwargs, feature_shape, strides, _ = STATISTICS_CASES[case_id]
+    member_inputs = len(feature_shape) == len(strides) + 2
+    member_shape = feature_shape[1:] if member_inputs else feature_shape
+    skip_unless_keras_runs(
+        KERAS_CONV[layer_cls.rank, True], kwargs, (3,) + member_shape
+    )
+
+
 @functools.cache
 def _draws(case_id):
     """`NUM_CALLS` outputs of one layer on the batch `[x0, x0, x1]`.
@@ -501,6 +512,7 @@ def _reference_moments(case_id, x, values):
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(STATISTICS_CASES))
 def test_output_mean_and_variance(case_id):
+    _skip_unless_keras_runs_case(case_id)
     x, values, outputs = _draws(case_id)
     mean, variance = _reference_moments(case_id, x, values)
     assert outputs.shape[1:] == mean.shape
@@ -522,6 +534,7 @@ def test_output_mean_and_variance(case_id):
 @pytest.mark.parametrize("case_id", list(STATISTICS_CASES))
 def test_identical_examples_in_one_batch(case_id):
     layer_cls = STATISTICS_CASES[case_id][0]
+    _skip_unless_keras_runs_case(case_id)
     x, values, outputs = _draws(case_id)
     if layer_cls.estimator == "reparameterization":
         # One kernel per call, shared by the batch.

@@ -13,6 +13,7 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import BAYES_CONV, KERAS_CONV
 
 # float32 convolutions of a few dozen products of O(1) numbers: both sides
@@ -233,6 +234,7 @@ def test_conv_mean_equals_keras_conv(
     rank, layer_cls, conv_kwargs, bayes_kwargs, channels
 ):
     x = _conv_input(rank, channels, conv_kwargs.get("data_format"))
+    skip_unless_keras_runs(KERAS_CONV[rank, False], conv_kwargs, x.shape)
     layer = layer_cls(**conv_kwargs, **bayes_kwargs, posterior_value="mean")
     layer.build(x.shape)
     _randomize_posterior(layer)
@@ -265,6 +267,11 @@ def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
     spatial = AMBIGUOUS_BIAS_SPATIAL[rank]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 2) + spatial).astype("float32")
+    skip_unless_keras_runs(
+        KERAS_CONV[rank, False],
+        {"filters": 3, "kernel_size": 2, "data_format": "channels_first"},
+        x.shape,
+    )
     layer = layer_cls(
         3, 2, data_format="channels_first", posterior_value="mean"
     )
