@@ -109,10 +109,10 @@ def _median_seconds(models, mode, x, y, repeats):
 def run_one_backend(args):
     import keras
 
-    from keras_bayes.layers import linear_maps
+    import keras_bayes as kb
 
     if args.member_strategy != "auto":
-        linear_maps.member_strategy = args.member_strategy
+        kb.config.set_member_strategy(args.member_strategy)
     rows = []
     for transpose in (False, True):
         for member_inputs in (False, True):

@@ -545,9 +545,9 @@ def _worker(args):
         args.jit_compile
     ]
     if args.no_channels_view:
-        from keras_bayes.layers import linear_maps
+        import keras_bayes as kb
 
-        linear_maps.channels_last_view = False
+        kb.config.set_torch_channels_view(False)
     if args.worker in BACKENDS:
         results = {
             "layers": measure_keras(

@@ -2,6 +2,7 @@
 
 from keras_bayes import (
     callbacks,
+    config,
     layers,
     metrics,
     posteriors,

@@ -52,11 +52,6 @@ _DROPPED = (
 )
 
 
-def _inverse_softplus(y):
-    # log(exp(y) - 1), written to stay finite for tiny and for large y.
-    return y + np.log(-np.expm1(-y))
-
-
 def moped_untransformed_scale(weights, moped_delta):
     """The `untransformed_scale` for which `scale = moped_delta * |w|`.
 
@@ -64,8 +59,7 @@ def moped_untransformed_scale(weights, moped_delta):
     `1e-5` floor of the posterior) rather than a degenerate one.
     """
     target = moped_delta * np.abs(np.asarray(weights, dtype="float64"))
-    excess = np.maximum(target - posteriors.SCALE_FLOOR, 1e-30)
-    return _inverse_softplus(excess).astype("float32")
+    return posteriors.MeanFieldNormal.inverse_scale(target)
 
 
 def to_bayesian(

@@ -7,6 +7,7 @@ the transform, and serialize as plain configs.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_bayes import _validation
@@ -94,6 +95,21 @@ class MeanFieldNormal(Posterior):
                 + SCALE_FLOOR
             )
         return ops.softplus(untransformed_scale) + SCALE_FLOOR
+
+    @staticmethod
+    def inverse_scale(scale):
+        """The `untransformed_scale` (NumPy float32) that gives `scale`.
+
+        `log(expm1(scale - 1e-5))`, written to stay finite for tiny and for
+        large scales; a scale at or below the `1e-5` floor gets the
+        untransformed value of the smallest representable excess.
+
+        Args:
+            scale: array-like of standard deviations.
+        """
+        scale = np.asarray(scale, dtype="float64")
+        excess = np.maximum(scale - SCALE_FLOOR, 1e-30)
+        return (excess + np.log(-np.expm1(-excess))).astype("float32")
 
     def get_config(self):
         return {

@@ -5,7 +5,7 @@ Every member must compute what the plain Keras layer with that member's
 weights computes, for an input shared by all members `(N, *spatial, C)` and
 for one input per member `(N, *batch_shape, *spatial, C)`. Members that
 each have their own input run through one of two formulations (one grouped
-convolution, or one convolution per member; `linear_maps.member_strategy`):
+convolution, or one convolution per member; `kb.config.set_member_strategy`):
 the parity tests run both on every backend (TensorFlow runs transposed
 convolutions per member under either setting).
 """
@@ -16,7 +16,6 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
-from keras_bayes.layers import linear_maps
 from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import KERAS_CONV, randomize_posterior, run_layer_test
 
@@ -37,9 +36,10 @@ SPATIAL = (5, 4, 3)
 
 
 @pytest.fixture(params=["grouped", "per_member"])
-def member_strategy(request, monkeypatch):
-    monkeypatch.setattr(linear_maps, "member_strategy", request.param)
-    return request.param
+def member_strategy(request):
+    kb.config.set_member_strategy(request.param)
+    yield request.param
+    kb.config.set_member_strategy(None)
 
 
 def _to_numpy(x):

@@ -395,3 +395,12 @@ def test_kl_is_float32_under_mixed_precision():
         8, 3, kernel_prior="scale_mixture_normal", dtype="mixed_float16"
     )
     assert np.isfinite(_kl_loss(layer, x))
+
+
+@pytest.mark.parametrize("scale", [1e-5, 2e-5, 1e-3, 0.05, 1.0, 40.0])
+def test_inverse_scale_gives_back_the_scale(scale):
+    untransformed = kb.posteriors.MeanFieldNormal.inverse_scale([scale])
+    assert untransformed.dtype == np.float32
+    # The documented transform, in float64, of the float32 result.
+    recovered = np.logaddexp(0.0, untransformed.astype("float64")) + 1e-5
+    np.testing.assert_allclose(recovered, [scale], rtol=1e-6)

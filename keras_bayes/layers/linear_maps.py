@@ -15,53 +15,17 @@ the batch axis. Estimators never see the members: the map folds them into
 its convolutions.
 """
 
-import functools
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_bayes import _validation
-
-# How members that each have their own input are convolved:
-# - "grouped": the members become the groups of one grouped convolution
-#   (transposed convolutions, which `keras.ops` offers without groups, go
-#   through `keras.ops.vectorized_map`, which PyTorch and JAX lower to a
-#   grouped transposed convolution);
-# - "per_member": one convolution per member.
-# None picks per backend and device (`_default_member_strategy`); tests set
-# this to check both paths on every backend.
-member_strategy = None
-
-
-# On PyTorch, convolve channels_last inputs through a channels-first view
-# of the same memory instead of Keras' copying transposes (see `_apply`);
-# benchmarks switch it off to measure the difference.
-channels_last_view = True
-
-
-@functools.cache
-def _default_member_strategy():
-    # Measured on a 2-core CPU (docs/benchmarks.md): with XLA's CPU grouped
-    # convolutions (TensorFlow and JAX) a training step took 20-30 times
-    # as long as with one convolution per member, while PyTorch's grouped
-    # kernels beat a loop. Accelerators run grouped convolutions natively.
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return "grouped"
-    if backend not in ("tensorflow", "jax"):
-        return "per_member"
-    try:
-        devices = keras.distribution.list_devices()
-    except Exception:
-        return "per_member"
-    on_cpu = not devices or devices[0].lower().startswith("cpu")
-    return "per_member" if on_cpu else "grouped"
+from keras_bayes import _validation, config
 
 
 def _member_strategy(transpose):
-    strategy = member_strategy or _default_member_strategy()
+    strategy = config.member_strategy()
     if transpose and keras.backend.backend() == "tensorflow":
         # TensorFlow vectorizes a transposed convolution whose kernel varies
         # with the member into a while loop, which XLA (`jit_compile`)
@@ -74,7 +38,9 @@ def _torch_channels_view(rank):
     # PyTorch has channels-last memory formats for 2D and 3D convolutions
     # only (`benchmarks/run.py` measured the 2D training step).
     return (
-        channels_last_view and keras.backend.backend() == "torch" and rank > 1
+        config.torch_channels_view()
+        and keras.backend.backend() == "torch"
+        and rank > 1
     )
 
 
