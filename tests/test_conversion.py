@@ -312,6 +312,11 @@ class ResidualBlock(keras.layers.Layer):
         self.gates = [keras.layers.Dense(filters), keras.layers.Dense(filters)]
         self.scale = self.add_weight(shape=(), initializer="ones")
 
+    def build(self, input_shape):
+        # Builds its layers explicitly, as keras-hub's blocks do.
+        self.conv.build(input_shape)
+        self.norm.build(self.conv.compute_output_shape(input_shape))
+
     def call(self, x):
         y = self.norm(self.conv(x))
         gate = ops.sigmoid(self.gates[1](self.gates[0](ops.mean(y, (1, 2)))))

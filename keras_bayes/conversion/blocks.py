@@ -93,6 +93,14 @@ def set_path(root, path, new):
         setattr(holder, name, new)
 
 
+def _unbuilt_config(layer):
+    # Without its build config, a layer loads unbuilt: the block builds
+    # itself and its layers on its first call, as it did at first.
+    config = keras.saving.serialize_keras_object(layer)
+    config.pop("build_config", None)
+    return config
+
+
 @register
 class ConvertedBlock(keras.layers.Layer):
     """A subclassed layer holding Bayesian layers that `to_bayesian` put in.
@@ -134,15 +142,11 @@ class ConvertedBlock(keras.layers.Layer):
         return self.layer(inputs, *args, **kwargs)
 
     def get_config(self):
-        block = keras.saving.serialize_keras_object(self.layer)
-        # Built when the model is rebuilt, after the Bayesian layers are in.
-        block.pop("build_config", None)
+        block = _unbuilt_config(self.layer)
         converted = [
             {
                 "paths": group,
-                "layer": keras.saving.serialize_keras_object(
-                    get_path(self.layer, group[0])
-                ),
+                "layer": _unbuilt_config(get_path(self.layer, group[0])),
             }
             for group in self.paths
         ]
