@@ -106,9 +106,21 @@ SEQUENTIAL_CASES = {
 }
 
 
-@pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
+# Every case with Flipout; the estimator changes only the class, so two
+# cases (one convolution, one transposed) also run with reparameterization.
+_REPARAMETERIZED = ("conv2d_channels_first_bn", "conv_transpose")
+
+
 @pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c) for c in sorted(SEQUENTIAL_CASES)]
+    "case, estimator",
+    [
+        pytest.param(c, "flipout", id=f"{c}-flipout")
+        for c in sorted(SEQUENTIAL_CASES)
+    ]
+    + [
+        pytest.param(c, "reparameterization", id=f"{c}-reparameterization")
+        for c in _REPARAMETERIZED
+    ],
 )
 def test_sequential_layers_and_arguments(case, estimator):
     input_shape, make_layers = SEQUENTIAL_CASES[case]
@@ -346,6 +358,7 @@ def _block_model(block):
 
 def test_layers_inside_a_subclassed_block_are_converted(tmp_path):
     model = _block_model(ResidualBlock(3, name="block"))
+    model.get_layer("block").norm.trainable = False
     checks.perturb(model)
     converted = _convert_quietly(model)
     wrapper = converted.get_layer("block")
@@ -353,6 +366,8 @@ def test_layers_inside_a_subclassed_block_are_converted(tmp_path):
     block = wrapper.layer
     assert isinstance(block, ResidualBlock)
     assert isinstance(block.conv, kb.layers.Conv2DFlipout)
+    assert wrapper.trainable and block.conv.trainable
+    assert not block.norm.trainable
     assert all(isinstance(g, kb.layers.DenseFlipout) for g in block.gates)
     # The block's own weight, its batch norm and its layer list follow.
     np.testing.assert_array_equal(
@@ -396,6 +411,19 @@ def _unconverted_warning(model, **kwargs):
     ]
     assert len(messages) == 1, messages
     return converted, messages[0]
+
+
+def test_frozen_block_stays_frozen():
+    model = _block_model(ResidualBlock(3, name="block"))
+    model.get_layer("block").trainable = False
+    converted = _convert_quietly(model, layers=["block"])
+    wrapper = converted.get_layer("block")
+    assert not wrapper.trainable
+    assert not any(
+        layer.trainable for layer in wrapper._flatten_layers(include_self=False)
+    )
+    assert not wrapper.trainable_weights
+    assert converted.get_layer("stem").trainable
 
 
 def test_unreachable_layers_are_named_in_one_warning():

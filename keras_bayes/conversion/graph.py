@@ -17,6 +17,8 @@ Every layer it cannot convert is recorded with the reason, for the one
 warning that `to_bayesian` gives.
 """
 
+import collections
+
 import keras
 from keras import ops
 from keras.src.models.functional import Functional
@@ -213,22 +215,33 @@ class Converter:
 
     def copy_trainable_flags(self, model, new_model):
         """Each copy gets its original's `trainable`, outer layers first."""
-        pairs = {id(model): new_model}
+        pairs = collections.defaultdict(list)  # id(original) -> copies
+
+        def pair(original_id, copy):
+            if all(copy is not known for known in pairs[original_id]):
+                pairs[original_id].append(copy)
+
+        pair(id(model), new_model)
+        for key, new in self.returned.items():
+            if isinstance(new, keras.layers.Layer):
+                pair(key, new)  # a ConvertedBlock before the block it holds
         for original, copy, which in self.copies.values():
-            pairs[id(original)] = copy
+            pair(id(original), copy)
             if which == "all":
                 # Copied whole: pair the layers it holds, now built.
                 inner = original._flatten_layers(include_self=False)
                 copied = copy._flatten_layers(include_self=False)
                 if [type(a) for a in inner] == [type(b) for b in copied]:
-                    pairs.update(zip(map(id, inner), copied))
-        pairs.update({id(entry[0]): entry[1] for entry in self.converted})
+                    for a, b in zip(inner, copied):
+                        pair(id(a), b)
+        for original, new, *_ in self.converted:
+            pair(id(original), new)
         # `_flatten_layers` lists a layer before the layers it holds, so an
         # inner flag set after its holder's (which sets every inner one) wins.
         for layer in model._flatten_layers(include_self=True):
-            copy = pairs.get(id(layer))
-            if copy is not None and copy.trainable != layer.trainable:
-                copy.trainable = layer.trainable
+            for copy in pairs.get(id(layer), ()):
+                if copy.trainable != layer.trainable:
+                    copy.trainable = layer.trainable
 
 
 def _inside(holder, why):
