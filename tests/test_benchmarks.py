@@ -356,3 +356,53 @@ def test_soak_quick():
         assert _positive_finite(result[key]), result
     assert math.isfinite(result["final_loss"])
     assert "| backend |" in script.report({"backend": result}, None)
+
+
+# -- mean_mode.py -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mean_mode():
+    return load_script("benchmarks/mean_mode.py")
+
+
+def test_mean_mode_quick(mean_mode):
+    rows = mean_mode.measure(quick=True, repeats=2, warmup=1)
+    assert [row["kind"] for row in rows] == list(mean_mode.KINDS)
+    for row in rows:
+        for variant in mean_mode.VARIANTS:
+            _check_comparison(row[variant])
+        diffs = row["max_abs_diff"]
+        # Both mean variants are the plain layer with the posterior mean;
+        # sample mode is not (the posterior scale is far above 1e-3).
+        assert diffs["mean"] <= 1e-4, row["kind"]
+        assert diffs["switched"] <= 1e-4, row["kind"]
+        assert diffs["sample"] > 1e-3, row["kind"]
+    text = mean_mode.report({"backend": rows}, None)
+    for kind in mean_mode.KINDS:
+        assert f"| backend | {kind} |" in text
+
+
+class _Fixed:
+    def __init__(self, value):
+        self.value = value
+
+    def predict_on_batch(self, x):
+        return np.full((2, 3), self.value, "float32")
+
+
+def test_mean_mode_refuses_a_wrong_mean(mean_mode):
+    models = {
+        "keras": _Fixed(1.0),
+        "mean": _Fixed(1.0),
+        "switched": _Fixed(1.5),
+        "sample": _Fixed(2.0),
+    }
+    with pytest.raises(RuntimeError, match="'switched' mean mode differs"):
+        mean_mode._max_abs_diffs(models, None)
+    models["switched"] = _Fixed(1.0)
+    assert mean_mode._max_abs_diffs(models, None) == {
+        "mean": 0.0,
+        "switched": 0.0,
+        "sample": 1.0,
+    }
