@@ -288,12 +288,13 @@ def installed(*modules):
     return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
-def parser(description, repeats=None, warmup=None, quick=True):
+def parser(description, repeats=None, warmup=None, quick=True, kinds=()):
     """An argument parser with the options every benchmark script has.
 
     `--backends` (also spelt `--backend`), `--threads`, `--json`; with
     `repeats` / `warmup` given, `--repeats` / `--warmup` with those
-    defaults; with `quick`, `--quick` (tiny sizes, a smoke run).
+    defaults; with `quick`, `--quick` (tiny sizes, a smoke run); with
+    `kinds`, `--kinds` (a subset of them; None when not given).
 
     Args:
         description: the script's docstring; its first line is the summary.
@@ -301,6 +302,7 @@ def parser(description, repeats=None, warmup=None, quick=True):
             time repeats.
         warmup: default warm-up calls, or None.
         quick: whether to add `--quick`.
+        kinds: the names `--kinds` accepts, or none for no `--kinds`.
     """
     result = argparse.ArgumentParser(
         description=description.splitlines()[0],
@@ -313,7 +315,10 @@ def parser(description, repeats=None, warmup=None, quick=True):
         nargs="+",
         choices=BACKENDS,
         default=list(BACKENDS),
-        help="Keras backends, each in its own process (default: all three)",
+        metavar="BACKEND",
+        help="Keras backends, each in its own process: "
+        + ", ".join(BACKENDS)
+        + " (default: all three)",
     )
     result.add_argument(
         "--threads",
@@ -323,10 +328,26 @@ def parser(description, repeats=None, warmup=None, quick=True):
     result.add_argument(
         "--json", metavar="PATH", help="also write the results to this file"
     )
-    if repeats is not None:
-        result.add_argument("--repeats", type=int, default=repeats)
-    if warmup is not None:
-        result.add_argument("--warmup", type=int, default=warmup)
+    counts = (
+        ("repeats", repeats, "timed calls of each candidate"),
+        ("warmup", warmup, "untimed calls of each candidate first"),
+    )
+    for name, default, text in counts:
+        if default is not None:
+            result.add_argument(
+                f"--{name}",
+                type=int,
+                default=default,
+                help=f"{text} (default: {default})",
+            )
+    if kinds:
+        result.add_argument(
+            "--kinds",
+            nargs="+",
+            choices=kinds,
+            metavar="KIND",
+            help="layer kinds: " + ", ".join(kinds) + " (default: all)",
+        )
     if quick:
         result.add_argument("--quick", action="store_true", help="tiny sizes")
     result.add_argument("--worker", help=argparse.SUPPRESS)

@@ -173,8 +173,7 @@ def report(results, args):
 
 
 def main(argv=None):
-    parser = harness.parser(__doc__, repeats=40, warmup=5)
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, help="layer kinds")
+    parser = harness.parser(__doc__, repeats=40, warmup=5, kinds=KINDS)
     args = harness.parse(parser, argv)
     return harness.main(
         __file__,

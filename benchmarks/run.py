@@ -586,8 +586,7 @@ def workers(args):
 
 
 def parse_args(argv=None):
-    parser = harness.parser(__doc__, repeats=40, warmup=5)
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, help="layer kinds")
+    parser = harness.parser(__doc__, repeats=40, warmup=5, kinds=KINDS)
     parser.add_argument(
         "--no-mc-predict", action="store_true", help="skip mc_predict"
     )
