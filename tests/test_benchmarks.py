@@ -38,6 +38,16 @@ def harness():
     return importlib.import_module("harness")
 
 
+@pytest.fixture(scope="module")
+def run_script():
+    return load_script("benchmarks/run.py")
+
+
+@pytest.fixture(scope="module")
+def mean_mode():
+    return load_script("benchmarks/mean_mode.py")
+
+
 def _positive_finite(value):
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
@@ -232,11 +242,6 @@ def test_main_reports_a_failed_worker(tmp_path):
 # -- run.py -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def run_script():
-    return load_script("benchmarks/run.py")
-
-
 def test_layer_ratios_quick(run_script):
     results = run_script.measure_keras(quick=True, repeats=2, warmup=1)
     assert [r["kind"] for r in results] == list(run_script.KINDS)
@@ -359,11 +364,6 @@ def test_soak_quick():
 
 
 # -- mean_mode.py -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mean_mode():
-    return load_script("benchmarks/mean_mode.py")
 
 
 def test_mean_mode_quick(mean_mode):
