@@ -42,6 +42,7 @@ def net2d(fc1_units=6):
             layers.ReLU(),
             layers.Conv2D(2, 3),
             layers.Flatten(),
+            layers.BatchNormalization(epsilon=1e-5),
             kb.layers.DenseFlipout(
                 fc1_units,
                 activation="relu",
@@ -104,6 +105,8 @@ def _source(folder, name, kind):
     state_dict = torch.load(path, weights_only=True)
     if kind == "numpy":
         return {key: value.numpy() for key, value in state_dict.items()}
+    if kind == "checkpoint":
+        return {"state_dict": state_dict, "epoch": 4}
     return state_dict
 
 
@@ -126,6 +129,7 @@ def _values(model):
         pytest.param("state_dict", id="state_dict"),
         pytest.param("numpy", id="numpy-arrays"),
         pytest.param("file", id="torch-save-file"),
+        pytest.param("checkpoint", id="checkpoint-dict"),
     ],
 )
 def test_nhwc_model_gives_bayesian_torch_outputs_and_kl(
@@ -186,7 +190,7 @@ def test_shape_mismatch_names_layer_and_shapes_and_changes_nothing(
     torch_models,
 ):
     model = net2d(fc1_units=7)
-    name = model.layers[9].name
+    name = model.layers[10].name
     _failed_load(
         model,
         _source(torch_models, "net2d", "state_dict"),

@@ -21,7 +21,7 @@ import numpy as np
 
 from keras_bayes import _validation
 
-_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 class SavedLayer:
@@ -76,7 +76,7 @@ def _snake_case(class_name):
 def model_layers(config):
     """The layer entries of a Sequential / Functional model config."""
     if not isinstance(config, dict) or config.get("class_name") not in (
-        _MODEL_CLASSES
+        MODEL_CLASSES
     ):
         found = config.get("class_name") if isinstance(config, dict) else None
         raise ValueError(

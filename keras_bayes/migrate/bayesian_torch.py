@@ -37,7 +37,6 @@ _PLAIN = {
     "beta": "bias",
     "moving_mean": "running_mean",
     "moving_variance": "running_var",
-    "embeddings": "weight",
 }
 _IGNORED = ("num_batches_tracked",) + _NOISE
 

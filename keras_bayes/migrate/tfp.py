@@ -153,10 +153,11 @@ def load_tfp_weights(model, filepath):
     keras-bayes layer (`kernel_posterior_loc` -> `kernel_loc`,
     `kernel_posterior_untransformed_scale` -> `kernel_untransformed_scale`,
     `bias_posterior_loc` -> `bias_loc`, and a mean-field bias' scale to
-    `bias_untransformed_scale`; the parameterisation is the same, so values
-    are copied as they are); a plain tf_keras layer (Conv, Dense,
-    BatchNormalization with its moving statistics, ...) goes to the Keras
-    layer with the same variables. Priors, `kl_weight` and the posterior
+    `bias_untransformed_scale`, converted to give the same standard
+    deviations: TFP adds the dtype's epsilon after the softplus, keras-bayes
+    1e-5). A plain tf_keras layer (Conv, Dense, BatchNormalization with its
+    moving statistics, ...) goes to the Keras layer with the same
+    variables. Priors, `kl_weight` and the posterior
     switch are the model's own.
 
     Every layer is checked before anything is assigned: a different number
@@ -256,27 +257,16 @@ def _convert(config, saved, path):
     by_name = {layer.name: layer for layer in saved}
     problems = []
     entries = []
-    for index, entry in enumerate(_files.model_layers(config)):
+    for entry in _files.model_layers(config):
         class_name = entry.get("class_name")
         name = entry.get("config", {}).get("name")
         module = entry.get("module") or ""
-        if class_name in _files._MODEL_CLASSES:
+        if class_name in _files.MODEL_CLASSES:
             problems.append(
                 f"layer '{name}' is a nested model; from_tfp reads flat "
                 "Sequential / Functional models"
             )
         elif class_name in CLASSES:
-            batch_shape = entry["config"].get("batch_input_shape")
-            if index == 0 and batch_shape and "inbound_nodes" not in entry:
-                entries.append(
-                    {
-                        "class_name": "InputLayer",
-                        "config": {
-                            "batch_input_shape": batch_shape,
-                            "name": f"{name}_input",
-                        },
-                    }
-                )
             entries.append(
                 _bayesian_entry(entry, by_name.get(name), path, problems)
             )

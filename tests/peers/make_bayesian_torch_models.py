@@ -32,7 +32,8 @@ def _out(result):
 
 class Net2D(nn.Module):
     """2D Reparameterization / Flipout (grouped), a transposed conv,
-    BatchNorm2d, plain Conv2d and Linear, Linear after a Flatten."""
+    BatchNorm2d, plain Conv2d and Linear, and after the Flatten a
+    BatchNorm1d and a Linear (both indexed by flattened features)."""
 
     input_shape = (2, 8, 8)
 
@@ -43,6 +44,7 @@ class Net2D(nn.Module):
         self.conv2 = bl.Conv2dFlipout(4, 4, 3, groups=2)
         self.tconv = bl.ConvTranspose2dReparameterization(4, 3, 2, stride=2)
         self.conv3 = nn.Conv2d(3, 2, 3)
+        self.bn1d = nn.BatchNorm1d(2 * 4 * 4, momentum=0.5)
         self.fc1 = bl.LinearFlipout(2 * 4 * 4, 6)
         self.fc2 = bl.LinearReparameterization(6, 4)
         self.fc3 = nn.Linear(4, 2)
@@ -51,7 +53,8 @@ class Net2D(nn.Module):
         x = F.relu(self.bn(_out(self.conv1(x))))
         x = F.max_pool2d(_out(self.conv2(x)), 2)
         x = self.conv3(F.relu(_out(self.tconv(x))))
-        x = F.relu(_out(self.fc1(torch.flatten(x, 1))))
+        x = self.bn1d(torch.flatten(x, 1))
+        x = F.relu(_out(self.fc1(x)))
         return self.fc3(_out(self.fc2(x)))
 
 
@@ -131,7 +134,7 @@ def main(out_dir):
     for name, cls in MODELS.items():
         model = cls()
         x_train = torch.randn(16, *cls.input_shape)
-        y_train = torch.randn(16, *model(x_train[:1]).shape[1:])
+        y_train = torch.randn(16, *model(x_train[:2]).shape[1:])
         optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
         model.train()
         for step in range(4):

@@ -84,12 +84,14 @@ def conv1d(mean=False):
 
 
 def conv3d(mean=False):
-    """3D Flipout and Reparameterization."""
+    """3D Flipout and Reparameterization; the input shape given to the first
+    layer (`input_shape=`), as TFP's examples do, rather than an Input."""
     f = _mean_functions(mean)
     return tf_keras.Sequential(
         [
-            tf_keras.Input((4, 4, 4, 1)),
-            tfpl.Convolution3DFlipout(2, 2, activation="relu", **f),
+            tfpl.Convolution3DFlipout(
+                2, 2, activation="relu", input_shape=(4, 4, 4, 1), **f
+            ),
             tfpl.Convolution3DReparameterization(2, 2, strides=2, **f),
             layers.Flatten(),
             tfpl.DenseReparameterization(2, **f),
