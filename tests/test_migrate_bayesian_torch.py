@@ -49,7 +49,6 @@ def net2d(fc1_units=6):
                 bias_posterior="mean_field_normal",
                 bias_prior="normal",
             ),
-            kb.layers.DenseReparameterization(4),
             layers.Dense(2),
         ]
     )
@@ -90,7 +89,7 @@ def net3d():
 BUILDERS = {"net2d": net2d, "net1d": net1d, "net3d": net3d}
 # The modules whose `rho_bias` the twins drop (deterministic biases).
 DROPPED = {
-    "net2d": ["conv1", "conv2", "tconv", "fc2"],
+    "net2d": ["conv1", "conv2", "tconv"],
     "net1d": ["conv", "tconv", "fc"],
     "net3d": ["conv", "tconv1", "tconv2"],
 }

@@ -33,7 +33,7 @@ def _out(result):
 class Net2D(nn.Module):
     """2D Reparameterization / Flipout (grouped), a transposed conv,
     BatchNorm2d, plain Conv2d and Linear, and after the Flatten a
-    BatchNorm1d and a Linear (both indexed by flattened features)."""
+    BatchNorm1d and a LinearFlipout (both indexed by flattened features)."""
 
     input_shape = (2, 8, 8)
 
@@ -46,16 +46,14 @@ class Net2D(nn.Module):
         self.conv3 = nn.Conv2d(3, 2, 3)
         self.bn1d = nn.BatchNorm1d(2 * 4 * 4, momentum=0.5)
         self.fc1 = bl.LinearFlipout(2 * 4 * 4, 6)
-        self.fc2 = bl.LinearReparameterization(6, 4)
-        self.fc3 = nn.Linear(4, 2)
+        self.fc2 = nn.Linear(6, 2)
 
     def forward(self, x):
         x = F.relu(self.bn(_out(self.conv1(x))))
         x = F.max_pool2d(_out(self.conv2(x)), 2)
         x = self.conv3(F.relu(_out(self.tconv(x))))
         x = self.bn1d(torch.flatten(x, 1))
-        x = F.relu(_out(self.fc1(x)))
-        return self.fc3(_out(self.fc2(x)))
+        return self.fc2(F.relu(_out(self.fc1(x))))
 
 
 # bayesian-torch 0.5's ConvTranspose*Flipout layers build their prior

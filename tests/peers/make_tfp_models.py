@@ -41,8 +41,8 @@ def _mean_functions(mean):
 
 
 def conv2d(mean=False):
-    """2D Flipout (mean-field bias) and Reparameterization, BatchNorm, dense
-    Flipout / Reparameterization / LocalReparameterization, plain layers."""
+    """2D Flipout (mean-field bias) and Reparameterization, BatchNorm,
+    DenseLocalReparameterization, plain Conv2D and Dense layers."""
     f = _mean_functions(mean)
     return tf_keras.Sequential(
         [
@@ -61,15 +61,14 @@ def conv2d(mean=False):
             layers.Conv2D(3, 1),
             layers.Flatten(),
             tfpl.DenseLocalReparameterization(6, activation="relu", **f),
-            tfpl.DenseFlipout(4, **f),
-            tfpl.DenseReparameterization(3, **f),
             layers.Dense(2),
         ]
     )
 
 
 def conv1d(mean=False):
-    """A Functional model: 1D Reparameterization and Flipout, a branch."""
+    """A Functional model: 1D Reparameterization and Flipout, a branch,
+    DenseFlipout."""
     f = _mean_functions(mean)
     inputs = tf_keras.Input((10, 3))
     x = tfpl.Convolution1DReparameterization(
@@ -84,7 +83,8 @@ def conv1d(mean=False):
 
 
 def conv3d(mean=False):
-    """3D Flipout and Reparameterization; the input shape given to the first
+    """3D Flipout and Reparameterization, DenseReparameterization; the input
+    shape given to the first
     layer (`input_shape=`), as TFP's examples do, rather than an Input."""
     f = _mean_functions(mean)
     return tf_keras.Sequential(
