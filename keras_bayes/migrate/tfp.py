@@ -58,10 +58,16 @@ _KNOWN_KEYS = (
 
 def _roles(saved):
     """`{keras-bayes attribute: array}` of a saved TFP layer, or a problem."""
-    if all(name is not None for name, _ in saved.weights):
-        unknown = [name for name, _ in saved.weights if name not in _ROLES]
+    names = [name for name, _ in saved.weights]
+    if None not in names:
+        unknown = [name for name in names if name not in _ROLES]
         if unknown:
             return f"layer '{saved.name}': unknown TFP variables {unknown}"
+        if len(set(names)) != len(names):
+            return (
+                f"layer '{saved.name}' holds the variables of several "
+                "layers (a nested model?); only flat models can be read"
+            )
         return {_ROLES[name]: value for name, value in saved.weights}
     # `.keras` files store TFP variables by position, in creation order:
     # kernel loc, kernel scale (if any), bias loc, bias scale (if any).
