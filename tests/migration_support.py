@@ -1,6 +1,7 @@
-"""Models trained by the real peers: TensorFlow Probability, bayesian-torch.
+"""Support for the `kb.migrate` tests: peer models, refused loads.
 
-Each generator in `tests/peers/` runs in a subprocess in the peer's own
+Models trained by the real peers, TensorFlow Probability and bayesian-torch:
+each generator in `tests/peers/` runs in a subprocess in the peer's own
 environment (tf_keras for TFP, plain PyTorch for bayesian-torch) and writes
 the saved models and the peer's reference outputs into a folder of the
 system's temp directory. The folder's name carries a hash of the script and
@@ -20,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -91,3 +94,19 @@ def peer_models(peer):
         if not (folder / "complete").exists():
             _generate(script, folder, peer["env"])
     return folder
+
+
+def assert_load_refused(load, model, source, *fragments):
+    """`load(model, source)` raises a `ValueError` holding every fragment,
+    and every variable of `model` keeps its value."""
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+    with pytest.raises(ValueError) as error:
+        load(model, source)
+    message = str(error.value)
+    assert "nothing was assigned" in message
+    for fragment in fragments:
+        assert fragment in message, message
+    for variable, value in zip(model.weights, before):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(variable), value, err_msg=variable.path
+        )
