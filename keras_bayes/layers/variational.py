@@ -70,6 +70,41 @@ def _known_bool(flag):
         return None
 
 
+class _KLCache:
+    """The last eager mean-mode KL and the state of the variables it came
+    from (a plain object: Keras does not track it)."""
+
+    key = None
+    kl = None
+    values = None
+
+
+def _unchanged_key(variables):
+    """`(key, values)`: a key that changes whenever one of `variables`
+    changes, where eager execution can tell, and the values to keep alive
+    with it; `(None, None)` where it cannot (nothing is cached).
+
+    JAX arrays are immutable, so an assignment makes a new array (the key
+    keeps the old ones alive, so their ids stay unique). PyTorch counts
+    in-place updates in a tensor's version. A KL that a gradient may flow
+    through (PyTorch recording gradients of a trainable variable) is never
+    taken from the cache.
+    """
+    values = [variable.value for variable in variables]
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return tuple(id(value) for value in values), values
+    if backend == "torch":
+        # A computed (not a view) one-element tensor requires a gradient
+        # exactly when PyTorch records one for the layer's variables.
+        probe = ops.reshape(values[0], (-1,))[:1] * 1.0
+        if getattr(probe, "requires_grad", False):
+            return None, None
+        key = tuple((id(value), value._version) for value in values)
+        return key, values
+    return None, None
+
+
 class PosteriorWeight:
     """A weight that carries a posterior, as a layer declared it.
 
@@ -139,6 +174,7 @@ class VariationalLayer(keras.layers.Layer):
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.posterior_weights = []
+        self._kl_cache = _KLCache()
 
     # -- steering -------------------------------------------------------
 
@@ -226,7 +262,6 @@ class VariationalLayer(keras.layers.Layer):
     # -- forward --------------------------------------------------------
 
     def call(self, inputs, training=None):
-        params = {w.name: w.parameters() for w in self.posterior_weights}
         # A Monte Carlo KL scores the draw the outputs used: such weights
         # draw their noise before the branch.
         noise = {
@@ -235,31 +270,86 @@ class VariationalLayer(keras.layers.Layer):
             if w.needs_draw_for_kl
         }
         sample = self._posterior_sample_variable
-        known = _known_bool(sample)
-        if known is not None:
-            if known:
-                draws = estimators.Draws(self.seed_generator, noise)
-                outputs = self.compute_outputs(inputs, params, draws)
-            else:
-                outputs = self.compute_outputs(inputs, params, None)
+        if keras.backend.backend() == "torch":
+            # Always eager: read the flag directly, the cheapest way.
+            known = float(sample.value) > 0.5
         else:
+            known = _known_bool(sample)
+        if known is None:
             draws = estimators.Draws(self.seed_generator, noise)
-            outputs = ops.cond(
+            outputs, kl = ops.cond(
                 sample > 0.5,
-                lambda: self.compute_outputs(inputs, params, draws),
-                lambda: self.compute_outputs(inputs, params, None),
+                lambda: self._sampled(inputs, draws, noise),
+                lambda: self._at_mean(inputs, noise),
             )
-        kl = ops.zeros((), dtype="float32")
-        for weight in self.posterior_weights:
-            kl = kl + priors.kl_divergence(
-                weight.prior, params[weight.name], noise.get(weight.name)
-            )
-        weighted = kl * self._kl_weight_variable
+        elif known:
+            draws = estimators.Draws(self.seed_generator, noise)
+            outputs, kl = self._sampled(inputs, draws, noise)
+        else:
+            outputs = self.compute_outputs(inputs, self._means(), None)
+            weighted = self._eager_mean_kl(noise)
+        if known is None or known:
+            weighted = kl * self._kl_weight_variable
         self.add_loss(weighted)
         kl_logging.record(self, weighted, training)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _posterior_parameters(self):
+        return {w.name: w.parameters() for w in self.posterior_weights}
+
+    def _means(self):
+        """The posterior means only: mean mode needs no scale."""
+        return {
+            w.name: posteriors.Parameters(
+                w.name, ops.convert_to_tensor(w.variables["loc"]), None
+            )
+            for w in self.posterior_weights
+        }
+
+    def _kl(self, params, noise):
+        """The unweighted KL of every declared weight, in float32."""
+        kl = ops.zeros((), dtype="float32")
+        for weight in self.posterior_weights:
+            kl = kl + priors.kl_divergence(
+                weight.prior, params[weight.name], noise.get(weight.name)
+            )
+        return kl
+
+    def _sampled(self, inputs, draws, noise):
+        params = self._posterior_parameters()
+        return self.compute_outputs(inputs, params, draws), self._kl(
+            params, noise
+        )
+
+    def _at_mean(self, inputs, noise):
+        # The KL is an output of the branch: where nothing reads it (a
+        # compiled `predict`), the compiler drops it with its scales.
+        outputs = self.compute_outputs(inputs, self._means(), None)
+        return outputs, self._kl(self._posterior_parameters(), noise)
+
+    def _eager_mean_kl(self, noise):
+        """The weighted KL in eager mean mode, reused while no variable (nor
+        `kl_weight`) changed.
+
+        Serving at the mean calls the layer again and again with the same
+        weights; the closed-form KL of unchanged variables is the same
+        tensor, so it is computed once (never for a Monte Carlo KL, never
+        where a gradient may flow through it).
+        """
+        variables = [
+            v for w in self.posterior_weights for v in w.variables.values()
+        ]
+        key, values = _unchanged_key(variables + [self._kl_weight_variable])
+        cache = self._kl_cache
+        if key is not None and not noise and cache.key == key:
+            return cache.kl
+        kl = self._kl(self._posterior_parameters(), noise)
+        kl = kl * self._kl_weight_variable
+        if key is not None and not noise:
+            cache.key, cache.kl, cache.values = key, kl, values
+        return kl
 
     # -- saving ---------------------------------------------------------
 
