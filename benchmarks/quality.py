@@ -86,6 +86,10 @@ SETTINGS = {
     "moped": 0.1,  # to_bayesian: posterior scale / |w|
     "members": 4,  # ensemble, rank1: number of members
 }
+# Methods whose predictions are Monte Carlo weight samples.
+MC_METHODS = ("reparameterization", "flipout", "to_bayesian", "recipe")
+SAMPLE_COUNTS = (1, 3, 10)
+PAIRED = ("accuracy", "nll", "ece", "brier", "auroc_entropy")
 # The recommended recipe, tuned on the validation split (docs/quality.md).
 RECIPE = "to_bayesian:tau=0.1"
 # Per task: epochs, batch size, peak Adam learning rate (cosine decay to 0),
@@ -444,32 +448,75 @@ def evaluate(
                 continue
             test_samples, ood_samples, seconds = out
             run = metrics(test_samples, task["y_test"], ood_samples)
-            run.update(seed=seed, train_seconds=seconds)
+            run.update(
+                seed=seed,
+                train_seconds=seconds,
+                num_samples=len(test_samples),
+            )
+            if name in MC_METHODS:
+                # The same draws, fewer of them: what S samples give.
+                run["by_samples"] = {
+                    str(s): metrics(
+                        test_samples[:s], task["y_test"], ood_samples[:s]
+                    )
+                    for s in SAMPLE_COUNTS
+                    if s < len(test_samples)
+                }
             print(
                 f"  {task_name} seed {seed} {spec}: "
                 + ", ".join(
-                    f"{k} {v:.4f}" for k, v in run.items() if v is not None
+                    f"{k} {v:.4f}"
+                    for k, v in run.items()
+                    if isinstance(v, float)
                 ),
                 file=sys.stderr,
                 flush=True,
             )
             results[spec]["runs"].append(run)
+    twin_runs = {
+        run["seed"]: run for run in results.get("twin", {}).get("runs", [])
+    }
     for result in results.values():
         runs = result.get("runs")
         if not runs:
             continue
-        for key in runs[0]:
-            if key == "seed":
-                continue
-            values = [run[key] for run in runs]
-            if None in values:
-                result[key] = None
-                continue
-            result[key] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        result.update(_spread(runs))
+        if "by_samples" in runs[0]:
+            result["by_samples"] = {
+                count: _spread([run["by_samples"][count] for run in runs])
+                for count in runs[0]["by_samples"]
             }
+        if twin_runs:
+            # Per seed, method minus twin: the split and the twin's
+            # initialisation vary by seed; the difference cancels that.
+            result["minus_twin"] = _spread(
+                [
+                    {
+                        key: run[key] - twin_runs[run["seed"]][key]
+                        for key in PAIRED
+                        if run[key] is not None
+                    }
+                    for run in runs
+                ]
+            )
     return results
+
+
+def _spread(runs):
+    """`{metric: {"mean", "std"}}` over runs; None where undefined."""
+    spread = {}
+    for key, value in runs[0].items():
+        if key == "seed" or not isinstance(value, (float, type(None))):
+            continue
+        values = [run.get(key) for run in runs]
+        if None in values:
+            spread[key] = None
+            continue
+        spread[key] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+    return spread
 
 
 # Report -------------------------------------------------------------------
@@ -485,25 +532,53 @@ COLUMNS = (
 )
 
 
-def format_table(results):
-    """A Markdown table: one row per method, mean ± std over seeds."""
+def format_table(results, part=None, columns=COLUMNS, sign=""):
+    """A Markdown table: one row per method, mean ± std over seeds.
+
+    `part`: None for the metrics themselves, `"minus_twin"` for the paired
+    differences to the twin.
+    """
     lines = [
-        "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        "| method | " + " | ".join(title for _, title, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
     ]
     for spec, result in results.items():
         if "skipped" in result:
             lines.append(f"| {spec} | skipped: {result['skipped']} |")
             continue
+        values = result if part is None else result.get(part)
+        if values is None:
+            continue
         cells = []
-        for key, _, digits in COLUMNS:
-            value = result[key]
+        for key, _, digits in columns:
+            value = values.get(key)
             cells.append(
                 "-"
                 if value is None
-                else f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+                else f"{value['mean']:{sign}.{digits}f} ± "
+                f"{value['std']:.{digits}f}"
             )
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_samples_table(results):
+    """NLL, ECE and MI AUROC of the Bayesian methods by sample count."""
+    lines = ["| method | samples | NLL | ECE | OOD AUROC (MI) |"]
+    lines.append("|---|---|---|---|---|")
+    for spec, result in results.items():
+        by_samples = dict(result.get("by_samples", {}))
+        if not by_samples:
+            continue
+        by_samples[str(result["runs"][0]["num_samples"])] = result
+        for count, values in by_samples.items():
+            cells = [
+                "-"
+                if values[key] is None
+                else f"{values[key]['mean']:.4f} ± {values[key]['std']:.4f}"
+                for key in ("nll", "ece", "auroc_mi")
+            ]
+            lines.append(f"| {spec} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -569,6 +644,16 @@ def main(argv=None):
             f"backend {keras.backend.backend()}:\n"
         )
         print(format_table(results), flush=True)
+        if "twin" in args.methods:
+            print("\nPaired differences, method minus twin (same seed):\n")
+            print(
+                format_table(
+                    results, "minus_twin", COLUMNS[: len(PAIRED)], sign="+"
+                )
+            )
+        if any(parse_spec(spec)[0] in MC_METHODS for spec in args.methods):
+            print("\nBy Monte Carlo samples (the first S of the draws):\n")
+            print(format_samples_table(results), flush=True)
         _write_json(args.json, report)  # a long run keeps what it has
     report["seconds"] = time.perf_counter() - start
     print(f"\ndone in {report['seconds']:.0f} s")
