@@ -87,7 +87,7 @@ SETTINGS = {
     "members": 4,  # ensemble, rank1: number of members
 }
 # Methods whose predictions are Monte Carlo weight samples.
-MC_METHODS = ("reparameterization", "flipout", "to_bayesian", "recipe")
+MC_METHODS = ("reparameterization", "flipout", "to_bayesian")
 SAMPLE_COUNTS = (1, 3, 10)
 PAIRED = ("accuracy", "nll", "ece", "brier", "auroc_entropy")
 # The recommended recipe, tuned on the validation split (docs/quality.md).
@@ -102,7 +102,11 @@ QUICK = {"epochs": 2, "num_samples": 3}
 
 
 def parse_spec(spec):
-    """`"flipout:tau=0.1,prior=0.3"` as `("flipout", {settings})`."""
+    """`"flipout:tau=0.1,prior=0.3"` as `("flipout", {settings})`.
+
+    `"recipe"` is `RECIPE`: its method and settings (more settings may
+    follow, `"recipe:tau=0.3"`).
+    """
     name, _, options = spec.partition(":")
     if name not in METHODS:
         raise ValueError(
@@ -111,7 +115,7 @@ def parse_spec(spec):
         )
     settings = dict(SETTINGS)
     if name == "recipe":
-        settings.update(parse_spec(RECIPE)[1])
+        name, settings = parse_spec(RECIPE)
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
         if key not in SETTINGS:
@@ -366,9 +370,10 @@ def run_method(name, settings, task, seed, num_samples, twins):
             seconds,
         )
 
-    estimator = (
-        "Reparameterization" if name == "reparameterization" else ("Flipout")
-    )
+    estimator = {
+        "reparameterization": "Reparameterization",
+        "flipout": "Flipout",
+    }[name]
     model = bayesian_model(task, estimator, settings)
     callbacks = []
     if settings["warmup"] > 0:

@@ -132,6 +132,11 @@ def test_spec_parsing_and_errors(quality):
     assert name == "flipout"
     assert (settings["tau"], settings["prior"]) == (0.1, 0.3)
     assert settings["init"] == quality.SETTINGS["init"]
+    # The recipe runs as the method and settings it names.
+    assert quality.parse_spec("recipe") == quality.parse_spec(quality.RECIPE)
+    name, settings = quality.parse_spec("recipe:moped=0.2")
+    assert name == quality.parse_spec(quality.RECIPE)[0] != "recipe"
+    assert settings["moped"] == 0.2
     with pytest.raises(ValueError, match="Unknown method 'flipouts'"):
         quality.parse_spec("flipouts")
     with pytest.raises(ValueError, match="Unknown setting 'kl'"):
