@@ -70,8 +70,8 @@ METHODS = (
     "recipe",
 )
 # The default table: every method, and Flipout trained from scratch with
-# the KL tempering that did best on the validation split.
-DEFAULT_SPECS = METHODS + ("flipout:tau=0.03",)
+# the KL tempered (`kl_weight = tau / N`).
+DEFAULT_SPECS = METHODS + ("flipout:tau=0.1", "flipout:tau=0.03")
 # Settings a method spec may override, with their defaults.
 SETTINGS = {
     "tau": 1.0,  # kl_weight = tau / num_train
