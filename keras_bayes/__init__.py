@@ -5,6 +5,7 @@ from keras_bayes import (
     config,
     layers,
     metrics,
+    migrate,
     posteriors,
     priors,
     saving,

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 
 _NO_KERAS_HUB = pytest.mark.skipif(
     not architectures.keras_hub_available(),
-    reason="keras-hub is not installed (requirements-dev.txt installs it)",
+    reason="keras-hub is not installed (requirements-peers.txt installs it)",
 )
 
 
