@@ -47,7 +47,7 @@ def _numpy(value):
     return ops.convert_to_numpy(value)
 
 
-def _is_model(layer):
+def is_model(layer):
     return isinstance(layer, (keras.Sequential, Functional))
 
 
@@ -81,14 +81,14 @@ class Converter:
         if id(layer) in self.returned:
             return self.returned[id(layer)]
         if not isinstance(layer, keras.layers.Layer):
-            new = _copy_operation(layer)
-        elif _is_model(layer):
+            new = copy_operation(layer)
+        elif is_model(layer):
             new = keras.models.clone_model(layer, clone_function=self)
             self.copies[id(layer)] = (layer, new, "own")
         else:
             new = self._convert(layer) if id(layer) in self.selected else None
             if new is None:
-                copy = _copy_layer(layer)
+                copy = copy_layer(layer)
                 self.copies[id(layer)] = (layer, copy, "all")
                 new = self._convert_inside(layer, copy)
         self.returned[id(layer)] = new
@@ -185,24 +185,7 @@ class Converter:
 
     def copy_weights(self, moped_delta):
         """Set every copied layer's weights, and the posteriors (MOPED)."""
-        for original, copy, which in self.copies.values():
-            if _is_model(copy):
-                continue  # its layers are copied one by one
-            if which == "all":
-                targets, sources = copy.weights, original.weights
-            else:
-                targets, sources = _own_weights(copy), _own_weights(original)
-            if [tuple(v.shape) for v in targets] != [
-                tuple(v.shape) for v in sources
-            ]:
-                raise ValueError(
-                    f"to_bayesian cannot copy the weights of layer "
-                    f"'{original.name}' ({type(original).__name__}): its "
-                    "copy, made from its config, has weights of other "
-                    "shapes."
-                )
-            for target, source in zip(targets, sources):
-                target.assign(source.value)
+        copy_plain_weights(self.copies.values(), "to_bayesian")
         for original, new, rule, _, _ in self.converted:
             for attribute, prefix in rule.kernels:
                 kernel = _numpy(getattr(original, attribute))
@@ -248,7 +231,37 @@ def _inside(holder, why):
     return f"held by '{holder.name}' ({type(holder).__name__}), which {why}"
 
 
-def _copy_operation(operation):
+def copy_plain_weights(copies, caller):
+    """Give each copy its original's weights, once the copies are built.
+
+    Args:
+        copies: `(original, copy, which)` triples; `which` is `"all"` (the
+            copy's weights, those of the layers it holds included) or
+            `"own"` (only the variables the layer makes itself; the layers
+            it holds are paired one by one). Models are skipped: their
+            layers are paired one by one.
+        caller: the public function's name, for the error message.
+    """
+    for original, copy, which in copies:
+        if is_model(copy):
+            continue
+        if which == "all":
+            targets, sources = copy.weights, original.weights
+        else:
+            targets, sources = _own_weights(copy), _own_weights(original)
+        if [tuple(v.shape) for v in targets] != [
+            tuple(v.shape) for v in sources
+        ]:
+            raise ValueError(
+                f"{caller} cannot copy the weights of layer "
+                f"'{original.name}' ({type(original).__name__}): its "
+                "copy, made from its config, has weights of other shapes."
+            )
+        for target, source in zip(targets, sources):
+            target.assign(source.value)
+
+
+def copy_operation(operation):
     """A `keras.ops` operation of a functional graph (no state to copy)."""
     try:
         return type(operation).from_config(operation.get_config())
@@ -256,14 +269,16 @@ def _copy_operation(operation):
         return operation
 
 
-def _copy_layer(layer):
+def copy_layer(layer, caller="to_bayesian"):
+    """A copy of `layer` from its config (unbuilt), or `layer` itself if it
+    holds no weights and has no config."""
     try:
         return type(layer).from_config(layer.get_config())
     except Exception as error:
         if not layer.weights:
             return layer  # nothing to copy: sharing it changes nothing
         raise ValueError(
-            f"to_bayesian cannot copy layer '{layer.name}' "
+            f"{caller} cannot copy layer '{layer.name}' "
             f"({type(layer).__name__}) from its config: "
             f"{type(error).__name__}: {error}"
         ) from error
