@@ -406,3 +406,22 @@ def test_mean_mode_refuses_a_wrong_mean(mean_mode):
         "switched": 0.0,
         "sample": 1.0,
     }
+
+
+# -- rank1_cost.py ------------------------------------------------------------
+
+
+def test_rank1_cost_quick():
+    script = load_script("benchmarks/rank1_cost.py")
+    args = script.parse_args("--quick --repeats 2 --warmup 1".split())
+    result = script.measure(args)
+    k, c, f = args.members, args.channels, args.filters
+    # Shared 3x3 kernel, one bias per member, loc and scale of alpha (C)
+    # and gamma (F) per member; the plain layer: kernel and bias.
+    assert result["plain_parameters"] == 9 * c * f + f
+    assert result["rank1_parameters"] == 9 * c * f + k * f + 2 * k * (c + f)
+    assert result["rank1_parameters"] <= result["budget"]
+    _check_comparison(result["forward"])
+    _check_comparison(result["train step"])
+    text = script.report({"backend": result}, args)
+    assert "| backend | 104 / 76 (budget 116) |" in text

@@ -7,6 +7,9 @@ from keras_bayes.layers.batched import (
     BatchedConv2DTranspose,
     BatchedConv3D,
     BatchedConv3DTranspose,
+    BatchedDense,
+    BatchedDepthwiseConv1D,
+    BatchedDepthwiseConv2D,
 )
 from keras_bayes.layers.conv import (
     Conv1DFlipout,

@@ -11,7 +11,12 @@ import keras
 from keras_bayes import saving
 from keras_bayes._export import public_class
 from keras_bayes.layers import member_weights
-from keras_bayes.layers.geometry import ConvGeometry, ConvTransposeGeometry
+from keras_bayes.layers.geometry import (
+    ConvGeometry,
+    ConvTransposeGeometry,
+    DenseGeometry,
+    DepthwiseGeometry,
+)
 
 _COMMON_ARGS_DOC = """
         dilation_rate: int or tuple of `rank` ints. Defaults to 1.
@@ -89,6 +94,59 @@ _TRANSPOSE_ARGS_DOC = (
 )
 
 
+_DEPTHWISE_ARGS_DOC = (
+    """
+    Args:
+        kernel_size: int or tuple of `rank` ints.
+        strides: int or tuple of `rank` ints. Defaults to 1.
+        padding: `"valid"` or `"same"` (case-insensitive).
+        depth_multiplier: output channels per input channel. Defaults to 1.
+        data_format: `"channels_last"`, `"channels_first"`, or None for
+            `keras.config.image_data_format()`."""
+    + _COMMON_ARGS_DOC.replace("filters", "channels * depth_multiplier")
+    + """
+    Example:
+
+    >>> ensemble = kb.layers.BatchedDepthwiseConv2D(3, batch_shape=(4,))
+    >>> ensemble(np.zeros((2, 16, 16, 3))).shape
+    (2, 4, 14, 14, 3)
+"""
+)
+
+_DENSE_ARGS_DOC = """
+    Args:
+        units: number of output units of each member.
+        activation: activation applied to the outputs.
+        use_bias: whether the layer has a bias.
+        kernel_initializer, bias_initializer: initializers of one member's
+            kernel and bias. Default to `"glorot_uniform"` and `"zeros"`.
+        kernel_regularizer, bias_regularizer: applied to each member and
+            summed.
+        activity_regularizer: as in Keras.
+        kernel_constraint, bias_constraint: applied to each member.
+        batch_shape: shape of the batch of members; any tuple of positive
+            ints. Defaults to `()`: a plain `keras.layers.Dense`.
+
+    `layer.kernel` has shape `batch_shape + (in_features, units)` and
+    `layer.bias` shape `batch_shape + (units,)`.
+
+    Input shape:
+        `(batch, ..., in_features)`, fed to every member; or, with
+        members, `(batch, *batch_shape, in_features)`, one input per
+        member.
+
+    Output shape:
+        `(batch, *batch_shape, ..., units)`. Member `b` gives what
+        `keras.layers.Dense` with member `b`'s weights gives.
+
+    Example:
+
+    >>> heads = kb.layers.BatchedDense(10, batch_shape=(4,))
+    >>> heads(np.zeros((2, 32))).shape
+    (2, 4, 10)
+"""
+
+
 class BatchedLayer(member_weights.PlainWeightArguments, keras.layers.Layer):
     """Base of the batched layers: plain weights with members.
 
@@ -145,6 +203,14 @@ class BatchedConvTranspose(ConvTransposeGeometry, BatchedLayer):
     """Base of `BatchedConv1D/2D/3DTranspose`; subclasses fix `rank`."""
 
 
+class BatchedDepthwiseConv(DepthwiseGeometry, BatchedLayer):
+    """Base of `BatchedDepthwiseConv1D/2D`; subclasses fix `rank`."""
+
+
+class BatchedDenseBase(DenseGeometry, BatchedLayer):
+    """Base of `BatchedDense`."""
+
+
 _CONV_DOC = (
     "{rank}D convolution with a batch of independent weights (`batch_shape`).\n"
 )
@@ -188,4 +254,26 @@ BatchedConv3DTranspose = _batched(
     3,
     _TRANSPOSE_DOC,
     _TRANSPOSE_ARGS_DOC,
+)
+BatchedDepthwiseConv1D = _batched(
+    "BatchedDepthwiseConv1D",
+    BatchedDepthwiseConv,
+    1,
+    "{rank}D depthwise convolution with a batch of independent weights "
+    "(`batch_shape`).\n",
+    _DEPTHWISE_ARGS_DOC,
+)
+BatchedDepthwiseConv2D = _batched(
+    "BatchedDepthwiseConv2D",
+    BatchedDepthwiseConv,
+    2,
+    "{rank}D depthwise convolution with a batch of independent weights "
+    "(`batch_shape`).\n",
+    _DEPTHWISE_ARGS_DOC,
+)
+BatchedDense = public_class(
+    "BatchedDense",
+    BatchedDenseBase,
+    "Dense layer with a batch of independent weights (`batch_shape`).\n"
+    + _DENSE_ARGS_DOC,
 )
