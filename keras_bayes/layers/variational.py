@@ -70,6 +70,14 @@ def _known_bool(flag):
         return None
 
 
+def _scaled_by(params, flag):
+    """`params` with every scale times `flag` (0: the posterior mean)."""
+    return {
+        name: p if p.scale is None else p._replace(scale=p.scale * flag)
+        for name, p in params.items()
+    }
+
+
 class _KLCache:
     """The last eager mean-mode KL and the state of the variables it came
     from (a plain object: Keras does not track it)."""
@@ -275,7 +283,19 @@ class VariationalLayer(keras.layers.Layer):
             known = float(sample.value) > 0.5
         else:
             known = _known_bool(sample)
-        if known is None:
+        if known is None and training and keras.backend.backend() == "jax":
+            # JAX's training step: the gradient of a convolution inside
+            # `lax.cond` runs 15-20x slower on XLA's CPU backend (measured:
+            # a Conv2DFlipout step 0.92 s against 0.06 s), so the draw is
+            # scaled by the flag instead. Mean mode while training draws
+            # noise and multiplies it by 0; inference still draws nothing.
+            draws = estimators.Draws(self.seed_generator, noise)
+            params = self._posterior_parameters()
+            outputs = self.compute_outputs(
+                inputs, _scaled_by(params, sample), draws
+            )
+            kl = self._kl(params, noise)
+        elif known is None:
             draws = estimators.Draws(self.seed_generator, noise)
             outputs, kl = ops.cond(
                 sample > 0.5,
