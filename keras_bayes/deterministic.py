@@ -17,7 +17,8 @@ mean mode:
 
 Every other layer is copied with its weights; a `ConvertedBlock` (a
 subclassed block that `to_bayesian` made Bayesian) becomes the block
-again, with plain layers at the posterior means.
+again, with plain layers at the posterior means, and a `MembersInBatch`
+(a rank-1 ensemble made by `to_bayesian`) wraps the batched layer.
 """
 
 import inspect
@@ -35,6 +36,7 @@ from keras_bayes.layers.maps import (
     DenseMap,
     DepthwiseMap,
 )
+from keras_bayes.layers.members_in_batch import MembersInBatch
 from keras_bayes.layers.rank1 import Rank1Layer
 from keras_bayes.layers.separable import SeparableGeometry
 from keras_bayes.layers.variational import VariationalLayer
@@ -101,6 +103,8 @@ class _Copier:
             new = self._plain(layer)
         elif isinstance(layer, ConvertedBlock):
             new = self._unwrap(layer)
+        elif isinstance(layer, MembersInBatch):
+            new = MembersInBatch(self._plain(layer.layer), name=layer.name)
         else:
             _check_holds_none(layer)
             new = graph.copy_layer(layer)

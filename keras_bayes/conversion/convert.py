@@ -4,10 +4,12 @@ import warnings
 
 import keras
 import numpy as np
+from keras import ops, tree
 from keras.src.models.functional import Functional
 
 from keras_bayes import _validation
 from keras_bayes.conversion import graph, selection, table
+from keras_bayes.layers.members_in_batch import MembersFromBatch
 
 
 def to_bayesian(
@@ -19,6 +21,7 @@ def to_bayesian(
     posterior_value="sample",
     seed=None,
     layers=None,
+    ensemble_size=None,
 ):
     """A copy of `model` whose convolution and dense layers are Bayesian.
 
@@ -44,7 +47,8 @@ def to_bayesian(
 
     Args:
         model: a built Sequential or Functional Keras model.
-        estimator: `"flipout"` or `"reparameterization"`.
+        estimator: `"flipout"`, `"reparameterization"`, or `"rank1"`: a
+            rank-1 ensemble of `ensemble_size` members (below).
         moped_delta: relative posterior scale, a positive number.
         prior: kernel prior of the new layers (a `kb.priors` object, its
             name, or None).
@@ -57,6 +61,22 @@ def to_bayesian(
             convertible layer inside it) and the layers of these classes.
             A callable: called with each convertible layer of the original
             model, returns True to convert it.
+        ensemble_size: with `estimator="rank1"` (and only then), the number
+            of members `K`, a positive int. Conv, transposed conv and dense
+            layers become `kb.layers.*Rank1` layers with
+            `batch_shape=(K,)`: the shared kernel is the trained kernel,
+            each member's bias the trained bias, the factors start at their
+            posterior's initial values (centred on 1, spread 0.1);
+            `moped_delta` and `prior` are not used (the factors take the
+            rank-1 prior N(1, 0.1)). Depthwise and separable layers, which
+            have no rank-1 class, stay deterministic and are named in the
+            warning. The copy feeds every input to each member, carries the
+            members in the batch axis (`K * N` examples: every other layer,
+            batch normalization included, sees the members as examples;
+            each rank-1 layer is wrapped in `kb.layers.MembersInBatch`) and
+            returns `(N, K, ...)` outputs (`kb.layers.MembersFromBatch`);
+            fit it with labels repeated per member, average the members
+            with `kb.layers.MemberAverage`.
 
     Returns:
         A new, built Keras model: Sequential for a Sequential model,
@@ -75,6 +95,10 @@ def to_bayesian(
 
     # Only the classification head:
     head_only = kb.to_bayesian(trained_cnn, layers=["predictions"])
+
+    # A rank-1 ensemble of 4 members; outputs (N, 4, classes):
+    ensemble = kb.to_bayesian(trained_cnn, estimator="rank1", ensemble_size=4)
+    ensemble.fit(x_train, np.repeat(y_train[:, None], 4, axis=1), ...)
     ```
     """
     if (
@@ -97,22 +121,68 @@ def to_bayesian(
         )
     candidates, selected = selection.select(model, layers)
 
-    converter = graph.Converter(
-        selected,
-        estimator,
-        {
-            "kernel_prior": prior,
-            "kl_weight": kl_weight,
-            "posterior_value": posterior_value,
-        },
-        seed,
-    )
+    arguments = {"kl_weight": kl_weight, "posterior_value": posterior_value}
+    members = _ensemble_size(ensemble_size, estimator, prior)
+    if members is None:
+        arguments["kernel_prior"] = prior
+    else:
+        arguments["batch_shape"] = (members,)
+
+    converter = graph.Converter(selected, estimator, arguments, seed)
     new_model = keras.models.clone_model(model, clone_function=converter)
     converter.check_replacements()
     converter.copy_weights(delta)
     converter.copy_trainable_flags(model, new_model)
     _warn(converter, candidates)
+    if members is not None:
+        new_model = _members_model(new_model, members)
     return new_model
+
+
+def _ensemble_size(value, estimator, prior):
+    """`ensemble_size` for `estimator="rank1"`, else None."""
+    if estimator != "rank1":
+        if value is not None:
+            raise _validation.invalid(
+                "ensemble_size",
+                'Expected None: only estimator="rank1" has members.',
+                value,
+            )
+        return None
+    if value is None:
+        raise _validation.invalid(
+            "ensemble_size",
+            'estimator="rank1" needs the number of members, a positive int.',
+            value,
+        )
+    if not (isinstance(prior, str) and prior == "normal"):
+        raise _validation.invalid(
+            "prior",
+            'Expected the default: with estimator="rank1" the kernels stay '
+            "point estimates and the factors take the rank-1 layers' prior, "
+            "N(1, 0.1).",
+            prior,
+        )
+    return _validation.positive_int(value, "ensemble_size")
+
+
+def _members_model(network, members):
+    """`network` fed `members` copies of each input in its batch axis, its
+    outputs `(N, members, ...)`."""
+    inputs = [
+        keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype)
+        for tensor in network.inputs
+    ]
+    tiled = [
+        ops.tile(x, (members,) + (1,) * (len(x.shape) - 1)) for x in inputs
+    ]
+    outputs = network(tiled if len(tiled) > 1 else tiled[0])
+    outputs = tree.map_structure(
+        lambda output: MembersFromBatch(members)(output), outputs
+    )
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0], outputs, name=network.name
+    )
 
 
 def _moped_delta(value):

@@ -20,11 +20,14 @@ warning that `to_bayesian` gives.
 import collections
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.models.functional import Functional
 
 from keras_bayes import posteriors
 from keras_bayes.conversion import blocks, table
+from keras_bayes.layers.members_in_batch import MembersInBatch
+from keras_bayes.layers.rank1 import Rank1Layer
 
 
 def moped_untransformed_scale(weights, moped_delta):
@@ -56,9 +59,10 @@ class Converter:
 
     Args:
         selected: ids of the original layers to convert.
-        estimator: `"flipout"` or `"reparameterization"`.
+        estimator: `"flipout"`, `"reparameterization"` or `"rank1"`.
         bayesian_arguments: keyword arguments of every new Bayesian layer
-            (prior, `kl_weight`, `posterior_value`).
+            (prior, `kl_weight`, `posterior_value`; `batch_shape` for
+            rank-1 layers, which are wrapped in `MembersInBatch`).
         seed: seed of the first new layer (the next ones count up), or None.
     """
 
@@ -124,6 +128,9 @@ class Converter:
         )
         dropped = [key for key in rule.unsupported if config.get(key)]
         self.converted.append((layer, new, rule, dropped, replaced))
+        if isinstance(new, Rank1Layer):
+            # The copy carries the members in the batch axis.
+            return MembersInBatch(new, name=layer.name)
         return new
 
     def _refuse(self, layer, reason):
@@ -187,6 +194,9 @@ class Converter:
         """Set every copied layer's weights, and the posteriors (MOPED)."""
         copy_plain_weights(self.copies.values(), "to_bayesian")
         for original, new, rule, _, _ in self.converted:
+            if isinstance(new, Rank1Layer):
+                _set_rank1(original, new)
+                continue
             for attribute, prefix in rule.kernels:
                 kernel = _numpy(getattr(original, attribute))
                 getattr(new, f"{prefix}_loc").assign(kernel)
@@ -229,6 +239,15 @@ class Converter:
 
 def _inside(holder, why):
     return f"held by '{holder.name}' ({type(holder).__name__}), which {why}"
+
+
+def _set_rank1(original, new):
+    """The shared kernel is the trained one, each member's bias the trained
+    bias; the factors keep their initial values, centred on 1."""
+    new.kernel.assign(_numpy(original.kernel))
+    if original.use_bias:
+        bias = _numpy(original.bias)
+        new.bias.assign(np.broadcast_to(bias, tuple(new.bias.shape)))
 
 
 def copy_plain_weights(copies, caller):

@@ -17,7 +17,11 @@ import keras
 
 from keras_bayes import layers as bayesian_layers
 
-ESTIMATORS = {"flipout": "Flipout", "reparameterization": "Reparameterization"}
+ESTIMATORS = {
+    "flipout": "Flipout",
+    "reparameterization": "Reparameterization",
+    "rank1": "Rank1",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,18 @@ def _rule(stem, arguments, kernels=_KERNEL, unsupported=_KERNEL_UNSUPPORTED):
     return Rule(stem, (*arguments, *_OUTPUT), kernels, unsupported)
 
 
+def _separable_rule(stem):
+    return _rule(
+        stem,
+        _SEPARABLE,
+        kernels=(
+            ("depthwise_kernel", "depthwise_kernel"),
+            ("pointwise_kernel", "pointwise_kernel"),
+        ),
+        unsupported=_SEPARABLE_UNSUPPORTED,
+    )
+
+
 RULES = {
     keras.layers.Dense: _rule("Dense", ("units",)),
     keras.layers.Conv1D: _rule("Conv1D", _CONV),
@@ -91,24 +107,8 @@ RULES = {
     keras.layers.DepthwiseConv2D: _rule(
         "DepthwiseConv2D", _DEPTHWISE, unsupported=_DEPTHWISE_UNSUPPORTED
     ),
-    keras.layers.SeparableConv1D: _rule(
-        "SeparableConv1D",
-        _SEPARABLE,
-        kernels=(
-            ("depthwise_kernel", "depthwise_kernel"),
-            ("pointwise_kernel", "pointwise_kernel"),
-        ),
-        unsupported=_SEPARABLE_UNSUPPORTED,
-    ),
-    keras.layers.SeparableConv2D: _rule(
-        "SeparableConv2D",
-        _SEPARABLE,
-        kernels=(
-            ("depthwise_kernel", "depthwise_kernel"),
-            ("pointwise_kernel", "pointwise_kernel"),
-        ),
-        unsupported=_SEPARABLE_UNSUPPORTED,
-    ),
+    keras.layers.SeparableConv1D: _separable_rule("SeparableConv1D"),
+    keras.layers.SeparableConv2D: _separable_rule("SeparableConv2D"),
 }
 
 CLASS_NAMES = sorted(cls.__name__ for cls in RULES)

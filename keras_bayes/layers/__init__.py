@@ -45,6 +45,7 @@ from keras_bayes.layers.depthwise import (
     DepthwiseConv2DReparameterization,
 )
 from keras_bayes.layers.members_average import MemberAverage
+from keras_bayes.layers.members_in_batch import MembersFromBatch, MembersInBatch
 from keras_bayes.layers.rank1 import (
     Conv1DRank1,
     Conv1DTransposeRank1,
