@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_bayes import layers as kb_layers
+from keras_bayes.layers.geometry import ConvGeometry
 from keras_bayes.migrate import _files, _plan, _tfp_functions
 
 # TFP's variable names -> keras-bayes' attributes. TFP's scale is
@@ -37,14 +38,8 @@ CLASSES.update(
         )
     }
 )
-_CONV_ARGUMENTS = (
-    "filters",
-    "kernel_size",
-    "strides",
-    "padding",
-    "data_format",
-    "dilation_rate",
-)
+# Keras' convolution arguments, but `groups` (tfp.layers has none).
+_CONV_ARGUMENTS = tuple(a for a in ConvGeometry.exposed if a != "groups")
 _COMMON_ARGUMENTS = ("name", "trainable", "activation", "activity_regularizer")
 
 _KNOWN_KEYS = (
