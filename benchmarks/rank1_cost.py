@@ -8,6 +8,11 @@ is `predict_on_batch`, a training step is `train_on_batch` (SGD, mean squared
 error); both go through Keras' compiled functions, the repeats of the two
 models interleaved (`harness.time_steps`).
 
+With `--inside`, both layers follow a trainable per-channel scale, so both
+training steps also compute the gradient with respect to the layer's input,
+as every layer but a network's first does (the rank-1 layer always needs it,
+for its factors `r`; a first plain layer does not).
+
 Targets: trainable parameters at most the plain layer's plus
 `2 * K * (in_channels + 2 * filters)` (loc and scale of each factor, and the
 members' biases); a training step at most `TARGET` times the plain layer's.
@@ -33,6 +38,11 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=32, help="height, width")
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--filters", type=int, default=32)
+    parser.add_argument(
+        "--inside",
+        action="store_true",
+        help="both layers after a trainable per-channel scale",
+    )
     args = harness.parse(parser, argv)
     if args.quick:
         args.members, args.batch_size, args.size = 2, 2, 6
@@ -64,12 +74,14 @@ def _models(args):
     shape = (args.size, args.size, args.channels)
     conv = {"filters": args.filters, "kernel_size": 3, "padding": "same"}
 
+    def first(x):
+        return _ChannelScale()(x) if args.inside else x
+
     inputs = keras.Input(shape)
-    rank1 = keras.Model(
-        inputs, kb.layers.Conv2DRank1(**conv, batch_shape=(k,), seed=1)(inputs)
-    )
+    rank1_layer = kb.layers.Conv2DRank1(**conv, batch_shape=(k,), seed=1)
+    rank1 = keras.Model(inputs, rank1_layer(first(inputs)))
     inputs = keras.Input(shape)
-    plain = keras.Model(inputs, keras.layers.Conv2D(**conv)(inputs))
+    plain = keras.Model(inputs, keras.layers.Conv2D(**conv)(first(inputs)))
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n,) + shape).astype("float32")
@@ -80,6 +92,25 @@ def _models(args):
     for model in (rank1, plain):
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     return rank1, plain, (x, x_plain), (y, y_plain)
+
+
+def _scale_class():
+    import keras
+
+    class ChannelScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(
+                shape=(input_shape[-1],), initializer="ones"
+            )
+
+        def call(self, x):
+            return x * self.scale
+
+    return ChannelScale
+
+
+def _ChannelScale():
+    return _scale_class()()
 
 
 def measure(args):
@@ -96,8 +127,11 @@ def measure(args):
         },
     }
     plain_parameters = trainable_parameters(plain)
+    if args.inside:  # the scale's weights are in both models
+        plain_parameters -= args.channels
     result = {
-        "rank1_parameters": trainable_parameters(rank1),
+        "rank1_parameters": trainable_parameters(rank1)
+        - (args.channels if args.inside else 0),
         "plain_parameters": plain_parameters,
         "budget": parameter_budget(
             plain_parameters, args.members, args.channels, args.filters
@@ -129,13 +163,16 @@ def report(results, args):
         [
             f"Conv2DRank1, K={k} members sharing N={args.batch_size} inputs of "
             f"{args.size}x{args.size}x{args.channels}, 3x3 to {args.filters} "
-            f"filters, 'same', sample mode; against keras.layers.Conv2D on "
+            f"filters, 'same', sample mode"
+            f"{', after a trainable scale' if args.inside else ''}; against "
+            f"keras.layers.Conv2D on "
             f"K*N={k * args.batch_size} examples. Ratio = rank-1 / plain "
             f"(median; quartiles of the per-repeat ratios). Target: train "
             f"step <= {TARGET}x.",
             "",
             harness.table(
-                ["backend", "parameters rank-1 / plain", "forward", "train step"],
+                ["backend", "parameters rank-1 / plain"]
+                + ["forward", "train step"],
                 rows,
             ),
         ]

@@ -48,8 +48,8 @@ def _model(layer, input_shape):
 
 
 def _inputs(shape, seed=1):
-    return np.random.default_rng(seed).normal(size=(2, *shape)).astype(
-        "float32"
+    return (
+        np.random.default_rng(seed).normal(size=(2, *shape)).astype("float32")
     )
 
 
