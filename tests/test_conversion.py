@@ -1,126 +1,21 @@
-"""KL annealing during `fit` and conversion of trained Keras models."""
+"""`kb.to_bayesian`: conversion of trained Keras models.
+
+A converted model computes the original model in mean mode (MOPED: the
+kernel posterior is centred on the trained kernel, with scales
+`moped_delta * |kernel|`), samples around it otherwise, and trains with
+its KL terms.
+"""
 
 import re
 
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import normal_inputs, to_numpy
 from tests.keras_support import skip_unless_model_runs
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def _numpy_normal_kl(loc, scale, prior_loc=0.0, prior_scale=1.0):
-    ratio = (scale / prior_scale) ** 2
-    return 0.5 * np.sum(
-        ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - np.log(ratio)
-    )
-
-
-def _softplus(x):
-    return np.logaddexp(0.0, x)
-
-
-def _kl_of(layer):
-    loc = _np(layer.kernel_loc).astype("float64")
-    scale = _softplus(_np(layer.kernel_untransformed_scale)) + 1e-5
-    return _numpy_normal_kl(loc, scale)
-
-
-def _frozen_model(kl_weight):
-    """A model whose loss is its KL alone: zero targets, mean mode, lr 0."""
-    model = keras.Sequential(
-        [
-            keras.Input((5,)),
-            kb.layers.DenseFlipout(
-                3, kl_weight=kl_weight, posterior_value="mean", use_bias=False
-            ),
-        ]
-    )
-    layer = model.layers[0]
-    layer.kernel_loc.assign(np.zeros((5, 3), "float32"))
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-    return model, layer
-
-
-class TestKLWeightScheduler:
-    def test_reported_loss_follows_the_schedule(self):
-        base = 0.01
-        model, layer = _frozen_model(base)
-        x = np.zeros((4, 5), "float32")
-        y = np.zeros((4, 3), "float32")
-        # Compile the train step first: the scheduler must not need a new one.
-        model.fit(x, y, epochs=1, verbose=0)
-        train_function = model.train_function
-        kl = _kl_of(layer)
-        factors = [0.0, 0.25, 1.0]
-        scheduler = kb.callbacks.KLWeightScheduler(factors)
-        history = model.fit(x, y, epochs=4, verbose=0, callbacks=[scheduler])
-        assert model.train_function is train_function
-        expected = [f * base * kl for f in factors + [1.0]]
-        np.testing.assert_allclose(history.history["loss"], expected, rtol=1e-5)
-        assert history.history["kl_factor"] == factors + [1.0]
-        assert layer.kl_weight == pytest.approx(base)
-
-    def test_function_schedule_and_base_kept_across_fits(self):
-        model, layer = _frozen_model(0.5)
-        x = np.zeros((2, 5), "float32")
-        y = np.zeros((2, 3), "float32")
-        scheduler = kb.callbacks.KLWeightScheduler(lambda epoch: 0.5**epoch)
-        model.fit(x, y, epochs=3, verbose=0, callbacks=[scheduler])
-        assert layer.kl_weight == pytest.approx(0.5 * 0.25)
-        history = model.fit(x, y, epochs=1, verbose=0, callbacks=[scheduler])
-        assert layer.kl_weight == pytest.approx(0.5)
-        np.testing.assert_allclose(
-            history.history["loss"][0], 0.5 * _kl_of(layer), rtol=1e-5
-        )
-
-    @pytest.mark.parametrize("schedule", [[], "linear", [1.0, -0.5]])
-    def test_bad_schedule(self, schedule):
-        with pytest.raises(ValueError, match="argument `schedule`"):
-            kb.callbacks.KLWeightScheduler(schedule)
-
-    def test_bad_factor_from_function(self):
-        model, _ = _frozen_model(1.0)
-        scheduler = kb.callbacks.KLWeightScheduler(lambda epoch: float("nan"))
-        with pytest.raises(
-            ValueError, match=re.escape("Received: schedule=nan")
-        ):
-            model.fit(
-                np.zeros((2, 5)),
-                np.zeros((2, 3)),
-                verbose=0,
-                callbacks=[scheduler],
-            )
-
-    def test_model_without_bayesian_layers(self):
-        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        model.compile(optimizer="sgd", loss="mse")
-        scheduler = kb.callbacks.KLWeightScheduler([1.0])
-        with pytest.raises(ValueError, match="no Bayesian layer"):
-            model.fit(
-                np.zeros((2, 2)),
-                np.zeros((2, 1)),
-                verbose=0,
-                callbacks=[scheduler],
-            )
-
-    def test_config_round_trip(self):
-        scheduler = kb.callbacks.KLWeightScheduler([0.1, 1.0], verbose=1)
-        revived = kb.callbacks.KLWeightScheduler.from_config(
-            scheduler.get_config()
-        )
-        assert revived.schedule == [0.1, 1.0]
-        assert revived.verbose == 1
-
-
-def _random_inputs(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+from tests.references import posterior_scale
 
 
 def _randomize(model, seed=1):
@@ -136,17 +31,19 @@ def _randomize(model, seed=1):
 def _check_converted(model, converted, x, moped_delta):
     kb.set_posterior_value(converted, "mean")
     np.testing.assert_allclose(
-        _np(converted(x)), _np(model(x)), rtol=1e-5, atol=1e-5
+        to_numpy(converted(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5
     )
     kb.set_posterior_value(converted, "sample")
-    assert not np.allclose(_np(converted(x)), _np(model(x)), atol=1e-6)
+    assert not np.allclose(
+        to_numpy(converted(x)), to_numpy(model(x)), atol=1e-6
+    )
     originals = {layer.name: layer for layer in model._flatten_layers()}
     bayesian = kb.workflows.bayesian_layers(converted)
     assert bayesian
     for layer in bayesian:
-        kernel = _np(originals[layer.name].kernel)
-        np.testing.assert_array_equal(_np(layer.kernel_loc), kernel)
-        scale = _softplus(_np(layer.kernel_untransformed_scale)) + 1e-5
+        kernel = to_numpy(originals[layer.name].kernel)
+        np.testing.assert_array_equal(to_numpy(layer.kernel_loc), kernel)
+        scale = posterior_scale(to_numpy(layer.kernel_untransformed_scale))
         np.testing.assert_allclose(
             scale, moped_delta * np.abs(kernel), rtol=1e-4, atol=2e-5
         )
@@ -223,7 +120,7 @@ def test_to_bayesian_sequential(case, estimator):
             assert new.use_bias == original.use_bias
         else:
             assert type(new) is type(original)
-    x = _random_inputs((3, *input_shape))
+    x = normal_inputs((3, *input_shape))
     skip_unless_model_runs(model, x)
     _check_converted(model, converted, x, 0.2)
 
@@ -250,7 +147,7 @@ def test_to_bayesian_functional_branches_and_nested_model():
         layer.kl_weight == 0.5
         for layer in kb.workflows.bayesian_layers(converted)
     )
-    _check_converted(model, converted, _random_inputs((2, 6, 6, 2)), 0.1)
+    _check_converted(model, converted, normal_inputs((2, 6, 6, 2)), 0.1)
 
 
 def test_converted_model_trains_and_adds_kl():
@@ -263,8 +160,8 @@ def test_converted_model_trains_and_adds_kl():
     assert len(converted.losses) == 2
     converted.compile(optimizer="adam", loss="mse")
     history = converted.fit(
-        _random_inputs((16, 8)),
-        _random_inputs((16, 2), seed=3),
+        normal_inputs((16, 8)),
+        normal_inputs((16, 2), seed=3),
         epochs=2,
         verbose=0,
     )
@@ -282,11 +179,17 @@ def test_to_bayesian_warns_about_dropped_regularizers():
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
-        ({"estimator": "local"}, "estimator"),
-        ({"moped_delta": 0.0}, "moped_delta"),
-        ({"moped_delta": float("inf")}, "moped_delta"),
-        ({"kl_weight": -1.0}, "kl_weight"),
-        ({"posterior_value": "median"}, "posterior_value"),
+        pytest.param({"estimator": "local"}, "estimator", id="estimator"),
+        pytest.param({"moped_delta": 0.0}, "moped_delta", id="moped_delta_0"),
+        pytest.param(
+            {"moped_delta": float("inf")}, "moped_delta", id="moped_delta_inf"
+        ),
+        pytest.param({"kl_weight": -1.0}, "kl_weight", id="kl_weight"),
+        pytest.param(
+            {"posterior_value": "median"},
+            "posterior_value",
+            id="posterior_value",
+        ),
     ],
 )
 def test_to_bayesian_bad_arguments(kwargs, argument):
