@@ -12,11 +12,14 @@ KERAS_BACKEND ?= tensorflow
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml requirements-dev.txt constraints.txt
+$(STAMP): pyproject.toml requirements-dev.txt requirements-peers.txt \
+		constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt \
 		-r requirements-dev.txt -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt \
+		-r requirements-peers.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,41 +6,36 @@ Times `BatchedConv2D(batch_shape=(B,))` and
 for an input shared by the members and for one input per member. Forward
 is `predict_on_batch`, forward+backward is `train_on_batch` (SGD with a zero
 learning rate, so the weights stay put); both go through Keras' compiled
-functions. The repeats of the two models are interleaved and the median of
-each is reported, as the ratio batched / separate (below 1: batched wins).
+functions. The repeats of the two models are interleaved
+(`harness.time_steps`) and the median of each is reported, as the ratio
+batched / separate (below 1: batched wins).
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/batched_conv.py
-    python benchmarks/batched_conv.py --all-backends
+    python benchmarks/batched_conv.py                  # every backend
+    python benchmarks/batched_conv.py --backends jax --threads 1
+    python benchmarks/batched_conv.py --member-strategy grouped
 """
 
-import argparse
-import json
-import os
-import subprocess
+import functools
 import sys
-import time
 
-BACKENDS = ("tensorflow", "jax", "torch")
+import harness
 
 
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all-backends", action="store_true")
+def parse_args(argv=None):
+    parser = harness.parser(__doc__, repeats=30, warmup=3, quick=False)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--size", type=int, default=16, help="height, width")
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--filters", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument(
         "--member-strategy",
         choices=("auto", "grouped", "per_member"),
         default="auto",
         help="how members with their own inputs are convolved",
     )
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return harness.parse(parser, argv)
 
 
 def _models(args, transpose, member_inputs):
@@ -85,28 +80,13 @@ def _models(args, transpose, member_inputs):
     return batched, separate, x, y.astype("float32")
 
 
-def _median_seconds(models, mode, x, y, repeats):
-    """Median seconds of one step of each model, repeats interleaved."""
-    import numpy as np
+def measure(args):
+    """The four layer / input cases on the current backend.
 
-    def step(model):
-        if mode == "forward":
-            return model.predict_on_batch(x)
-        return model.train_on_batch(x, y)
-
-    times = {name: [] for name in models}
-    for model in models.values():  # warm-up: tracing and compilation
-        for _ in range(3):
-            step(model)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            step(model)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def run_one_backend(args):
+    Returns:
+        A list of rows: `layer`, `inputs`, and for `forward` and
+        `forward+backward` a `harness.compare` of batched against separate.
+    """
     import keras
 
     import keras_bayes as kb
@@ -124,69 +104,55 @@ def run_one_backend(args):
                 else "BatchedConv2D",
                 "inputs": "per member" if member_inputs else "shared",
             }
-            for mode in ("forward", "forward+backward"):
-                t = _median_seconds(models, mode, x, y, args.repeats)
-                row[mode] = {
-                    "batched_ms": 1e3 * t["batched"],
-                    "separate_ms": 1e3 * t["separate"],
-                    "ratio": t["batched"] / t["separate"],
-                }
+            steps = {
+                "forward": {
+                    name: functools.partial(model.predict_on_batch, x)
+                    for name, model in models.items()
+                },
+                "forward+backward": {
+                    name: functools.partial(model.train_on_batch, x, y)
+                    for name, model in models.items()
+                },
+            }
+            for mode, mode_steps in steps.items():
+                t = harness.time_steps(mode_steps, args.repeats, args.warmup)
+                row[mode] = harness.compare(t["batched"], t["separate"])
             rows.append(row)
+            del models, steps, batched, separate
             keras.backend.clear_session()
     return rows
 
 
-def _format(results, args):
-    lines = [
-        f"B={args.members} members, N={args.batch_size}, "
-        f"{args.size}x{args.size}x{args.channels} -> {args.filters} filters, "
-        "kernel 3 (transposed: strides 2, 'same'); member strategy: "
-        f"{args.member_strategy}. Ratio = batched / separate (median).",
-        "",
-        "| backend | layer | inputs | forward | forward+backward |",
-        "|---|---|---|---|---|",
+def report(results, args):
+    rows = [
+        [backend, row["layer"], row["inputs"]]
+        + [
+            f"{row[mode]['ratio']:.2f} "
+            f"({row[mode]['candidate']['median_ms']:.1f} / "
+            f"{row[mode]['reference']['median_ms']:.1f} ms)"
+            for mode in ("forward", "forward+backward")
+        ]
+        for backend, backend_rows in results.items()
+        for row in backend_rows
     ]
-    for backend, rows in results.items():
-        for row in rows:
-            cells = [
-                f"{row[mode]['ratio']:.2f} ({row[mode]['batched_ms']:.1f} / "
-                f"{row[mode]['separate_ms']:.1f} ms)"
-                for mode in ("forward", "forward+backward")
-            ]
-            lines.append(
-                f"| {backend} | {row['layer']} | {row['inputs']} | "
-                f"{cells[0]} | {cells[1]} |"
-            )
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"B={args.members} members, N={args.batch_size}, "
+            f"{args.size}x{args.size}x{args.channels} -> {args.filters} "
+            "filters, kernel 3 (transposed: strides 2, 'same'); member "
+            f"strategy: {args.member_strategy}. Ratio = batched / separate "
+            "(median).",
+            "",
+            harness.table(
+                ["backend", "layer", "inputs", "forward", "forward+backward"],
+                rows,
+            ),
+        ]
+    )
 
 
 def main(argv=None):
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.all_backends:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        rows = run_one_backend(args)
-        if args.json:
-            print(json.dumps(rows))
-        else:
-            print(_format({backend: rows}, args))
-        return 0
-    # One backend per process: Keras picks its backend once, at import.
-    forwarded = [a for a in (argv or sys.argv[1:]) if a != "--all-backends"]
-    results = {}
-    for backend in BACKENDS:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--json", *forwarded],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            print(f"{backend} failed:\n{proc.stderr[-4000:]}", file=sys.stderr)
-            return 1
-        results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(_format(results, args))
-    return 0
+    return harness.main(__file__, parse_args(argv), measure, report)
 
 
 if __name__ == "__main__":

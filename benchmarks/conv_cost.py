@@ -14,24 +14,18 @@ This script measures, for the layer-cost workload of `benchmarks/run.py`
 From these it prints the floor of Flipout's training-step ratio if the
 second convolution cost exactly what the first one does and nothing else
 were added: `(step + forward + kernel gradient) / step`. Medians of
-`--repeats`, run in alternating blocks.
+`--repeats`, run in alternating blocks (`harness.time_steps` with a block
+of a quarter of the repeats).
 
 Usage:
     python benchmarks/conv_cost.py                  # every backend
-    python benchmarks/conv_cost.py --backends jax
+    python benchmarks/conv_cost.py --backends jax --json conv_cost.json
 """
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 
-BACKENDS = ("tensorflow", "jax", "torch")
-SHAPE = (32, 32, 32, 16)
-KERNEL = (3, 3, 16, 32)
+import harness
+import workloads
 
 
 def _compiled(forward):
@@ -81,99 +75,91 @@ def _compiled(forward):
     return run_forward, run_gradient
 
 
-def measure(repeats=40, warmup=5):
+def measure(repeats=40, warmup=5, quick=False):
+    """Median ms of the three steps, and the Flipout floor they imply.
+
+    Args:
+        repeats: timed calls of each step.
+        warmup: untimed calls of each step first.
+        quick: the tiny sizes of `workloads.spec(..., quick=True)`.
+
+    Returns:
+        A dict: `forward`, `kernel_gradient`, `conv2d_step` (ms, medians),
+        `flipout_floor`, and `timings` (`Timing.as_dict()` of each step).
+    """
     import keras
     import numpy as np
     from keras import ops
 
-    rng = np.random.default_rng(0)
-    x_np = rng.normal(size=SHAPE).astype("float32")
-    k_np = rng.normal(size=KERNEL).astype("float32")
-    out_np = rng.normal(size=SHAPE[:-1] + KERNEL[-1:]).astype("float32")
+    workload = workloads.spec("Conv2DFlipout", quick)
+    x_np = workloads.example_batch(workload)
+    channels, filters = workload["channels"], workload["filters"]
+    rng = np.random.default_rng(1)
+    k_np = rng.normal(size=(3, 3, channels, filters)).astype("float32")
+    out_shape = x_np.shape[:-1] + (filters,)
+    out_np = rng.normal(size=out_shape).astype("float32")
     x, k, upstream = (ops.convert_to_tensor(a) for a in (x_np, k_np, out_np))
 
     def forward(inputs, kernel):
         return ops.conv(inputs, kernel, padding="same")
 
     run_forward, run_gradient = _compiled(forward)
+    layer = keras.layers.Conv2D(filters, **workloads.CONV_OPTIONS)
+    model = workloads.compiled_model(layer, x_np.shape[1:])
+    target = np.zeros(out_shape, "float32")
 
-    inputs = keras.Input(shape=SHAPE[1:])
-    model = keras.Model(
-        inputs, keras.layers.Conv2D(KERNEL[-1], 3, padding="same")(inputs)
-    )
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
-    target = np.zeros(SHAPE[:-1] + KERNEL[-1:], "float32")
-
-    steps = {
-        "forward": lambda: run_forward(x, k),
-        "kernel_gradient": lambda: run_gradient(x, k, upstream),
-        "conv2d_step": lambda: model.train_on_batch(x_np, target),
-    }
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
     # Blocks of consecutive repeats, the blocks alternating: on PyTorch,
     # alternating single calls of the bare operations with Keras' step
     # made that step three times slower than when it runs on its own.
-    times = {name: [] for name in steps}
-    names = list(steps)
-    block = max(1, repeats // 4)
-    for i in range(0, repeats, block):
-        for name in names if (i // block) % 2 else names[::-1]:
-            for _ in range(min(block, repeats - i)):
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-    result = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    timings = harness.time_steps(
+        {
+            "forward": lambda: run_forward(x, k),
+            "kernel_gradient": lambda: run_gradient(x, k, upstream),
+            "conv2d_step": lambda: model.train_on_batch(x_np, target),
+        },
+        repeats,
+        warmup,
+        block=max(1, repeats // 4),
+    )
+    result = {name: 1e3 * t.median for name, t in timings.items()}
     conv = result["forward"] + result["kernel_gradient"]
     result["flipout_floor"] = (result["conv2d_step"] + conv) / result[
         "conv2d_step"
     ]
+    result["timings"] = {name: t.as_dict() for name, t in timings.items()}
     return result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS)
-    )
-    parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print("RESULT " + json.dumps(measure(args.repeats)))
-        return
+def report(results, args):
     rows = [
-        "| backend | forward conv ms | kernel gradient ms | Conv2D training "
-        "step ms | Flipout floor |",
-        "|---|---|---|---|---|",
-    ]
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        process = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--worker"]
-            + ["--repeats", str(args.repeats)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        lines = [
-            line
-            for line in process.stdout.splitlines()
-            if line.startswith("RESULT ")
+        [
+            backend,
+            harness.fmt_ms(r["timings"]["forward"], spread=True),
+            harness.fmt_ms(r["timings"]["kernel_gradient"], spread=True),
+            harness.fmt_ms(r["timings"]["conv2d_step"], spread=True),
+            harness.fmt_ratio(r["flipout_floor"]),
         ]
-        if not lines:
-            sys.stderr.write(process.stderr[-3000:])
-            raise RuntimeError(f"conv_cost worker for {backend} failed")
-        r = json.loads(lines[-1][len("RESULT ") :])
-        rows.append(
-            f"| {backend} | {r['forward']:.2f} | {r['kernel_gradient']:.2f} "
-            f"| {r['conv2d_step']:.2f} | {r['flipout_floor']:.2f}x |"
-        )
-    print("\n".join(rows))
+        for backend, r in results.items()
+    ]
+    header = [
+        "backend",
+        "forward conv ms",
+        "kernel gradient ms",
+        "Conv2D training step ms",
+        "Flipout floor",
+    ]
+    return "Medians (quartiles):\n" + harness.table(header, rows)
+
+
+def main(argv=None):
+    args = harness.parse(harness.parser(__doc__, repeats=40, warmup=5), argv)
+    return harness.main(
+        __file__,
+        args,
+        lambda a: measure(a.repeats, a.warmup, a.quick),
+        report,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,47 +15,34 @@ exercised too.
 
 Usage:
     python benchmarks/soak.py                     # every backend, in turn
-    python benchmarks/soak.py --backend jax --steps 500
+    python benchmarks/soak.py --backends jax --steps 500
+    python benchmarks/soak.py --json soak.json
 """
 
-import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 
-BACKENDS = ("tensorflow", "jax", "torch")
+import harness
+
 BATCH = 32
 STEPS_PER_EPOCH = 20
 WARMUP_EPOCHS = 2
 
 
-def resident_mib():
-    """Current resident set size in MiB (peak size without `/proc`)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
+def soak(steps, steps_per_epoch=STEPS_PER_EPOCH):
+    """Train for `steps` steps in this process; returns the measurements.
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # kilobytes on Linux, bytes on macOS
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-
-def soak(steps):
-    """Train for `steps` steps in this process; returns the measurements."""
+    Args:
+        steps: training steps (at least `WARMUP_EPOCHS + 2` epochs run).
+        steps_per_epoch: steps between two memory readings.
+    """
     import keras
     import numpy as np
 
     import keras_bayes as kb
 
     keras.utils.set_random_seed(0)
-    num_train = BATCH * STEPS_PER_EPOCH
+    num_train = BATCH * steps_per_epoch
     rng = np.random.default_rng(0)
     x = rng.normal(size=(num_train, 16, 16, 1)).astype("float32")
     y = rng.integers(0, 10, size=(num_train,))
@@ -86,9 +73,9 @@ def soak(steps):
             kb.set_posterior_value(self.model, "mean")
             self.model.predict(x[:BATCH], batch_size=BATCH, verbose=0)
             kb.set_posterior_value(self.model, "sample")
-            memory.append(resident_mib())
+            memory.append(harness.resident_mib())
 
-    epochs = max(WARMUP_EPOCHS + 2, steps // STEPS_PER_EPOCH)
+    epochs = max(WARMUP_EPOCHS + 2, steps // steps_per_epoch)
     warmup = kb.callbacks.KLWeightScheduler(lambda e: min(1.0, (e + 1) / 10))
     start = time.perf_counter()
     history = model.fit(
@@ -105,7 +92,7 @@ def soak(steps):
     end = memory[-1]
     return {
         "backend": keras.backend.backend(),
-        "steps": epochs * STEPS_PER_EPOCH,
+        "steps": epochs * steps_per_epoch,
         "seconds": seconds,
         "rss_after_warmup_mib": after_warmup,
         "rss_middle_mib": middle,
@@ -117,64 +104,53 @@ def soak(steps):
     }
 
 
-def run_backend(backend, steps):
-    """Run `soak` in a fresh process with `KERAS_BACKEND=backend`."""
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", "--steps", str(steps)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"soak run on {backend} failed (exit {proc.returncode}):\n"
-            f"{proc.stderr[-4000:]}"
-        )
-    return json.loads(lines[-1])
-
-
-def format_result(result):
-    return (
-        f"{result['backend']}: {result['steps']} steps in "
-        f"{result['seconds']:.0f} s; RSS after warm-up "
-        f"{result['rss_after_warmup_mib']:.1f} MiB, mid-run "
-        f"{result['rss_middle_mib']:.1f} MiB, end "
-        f"{result['rss_end_mib']:.1f} MiB; growth "
-        f"{result['growth_mib']:+.1f} MiB (second half "
-        f"{result['second_half_growth_mib']:+.1f} MiB); final loss "
-        f"{result['final_loss']:.3f}"
-    )
+def report(results, args):
+    rows = [
+        [
+            backend,
+            f"{r['steps']:,}",
+            f"{r['seconds']:.0f} s",
+            f"{r['rss_after_warmup_mib']:.1f} MiB",
+            f"{r['rss_middle_mib']:.1f} MiB",
+            f"{r['rss_end_mib']:.1f} MiB",
+            f"{r['growth_mib']:+.1f} MiB",
+            f"{r['second_half_growth_mib']:+.1f} MiB",
+            f"{r['final_loss']:.3f}",
+        ]
+        for backend, r in results.items()
+    ]
+    header = [
+        "backend",
+        "steps",
+        "time",
+        "RSS after warm-up",
+        "mid-run",
+        "end",
+        "growth",
+        "second half",
+        "final loss",
+    ]
+    return harness.table(header, rows)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--backend",
-        choices=(*BACKENDS, "all"),
-        default="all",
-        help="one backend, or all three, each in its own process",
-    )
+    parser = harness.parser(__doc__, quick=False)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.worker:
-        print(json.dumps(soak(args.steps)))
-        return 0
-    # Make the package importable from the repository root.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [root, os.environ.get("PYTHONPATH")])
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=STEPS_PER_EPOCH,
+        help="steps between two memory readings",
     )
-    backends = BACKENDS if args.backend == "all" else (args.backend,)
-    # One after the other: parallel runs would share the cores and the
-    # memory pressure.
-    for backend in backends:
-        print(format_result(run_backend(backend, args.steps)), flush=True)
-    return 0
+    args = harness.parse(parser, argv)
+    # The workers run one after the other: parallel runs would share the
+    # cores and the memory pressure.
+    return harness.main(
+        __file__,
+        args,
+        lambda a: soak(a.steps, a.steps_per_epoch),
+        report,
+    )
 
 
 if __name__ == "__main__":

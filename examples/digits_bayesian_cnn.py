@@ -1,15 +1,24 @@
 """A Bayesian CNN on scikit-learn's handwritten digits, on any Keras backend.
 
-Trains Flipout convolutions and a Flipout dense head with `model.fit` on the
-8x8 digits of `sklearn.datasets.load_digits` (shipped with scikit-learn, no
-download), then predicts with Monte Carlo samples of the weights and reports:
+Trains a small CNN twice on the 8x8 digits of `sklearn.datasets.load_digits`
+(shipped with scikit-learn, no download) and compares the two:
 
-- accuracy and negative log-likelihood (NLL) of the predictive distribution
-  on held-out digits;
-- its expected calibration error (ECE);
-- the mean predictive entropy and mutual information on the test digits
-  and on random-noise images, which the model has never seen: a useful
-  Bayesian model is visibly less sure about noise.
+1. the deterministic twin: the CNN with `keras.layers`, trained normally;
+2. the Bayesian CNN, by the recipe of `docs/quality.md`: `kb.to_bayesian`
+   turns the trained twin into Flipout layers (MOPED: posterior means at
+   the trained weights, scales 0.1 |w|), with the KL tempered to
+   `kl_weight = 0.1 / N`, and `model.fit` fine-tunes it briefly.
+
+It then predicts with Monte Carlo samples of the weights and prints, for
+both models side by side:
+
+- accuracy and negative log-likelihood (NLL) on held-out digits;
+- the expected calibration error (ECE);
+- the mean predictive entropy on the test digits and on random-noise
+  images, which neither model has seen, and how well the entropy tells
+  the two apart (AUROC);
+- for the Bayesian CNN, the mutual information (the epistemic part, the
+  disagreement between weight samples; a deterministic network has none).
 
 Run it with any backend:
 
@@ -47,8 +56,27 @@ def load_data(seed, test_fraction):
     )
 
 
+def build_twin(num_classes=10):
+    """The deterministic twin: the same CNN with `keras.layers`."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="digits_cnn",
+    )
+
+
 def build_model(num_train, num_classes=10):
-    """Two Flipout convolutions and a Flipout softmax head.
+    """Two Flipout convolutions and a Flipout softmax head, from scratch.
+
+    The twin's network with Flipout layers (the demo itself builds its
+    Bayesian CNN from the trained twin with `kb.to_bayesian`).
 
     `kl_weight = 1 / num_train` makes the loss `fit` minimises the negative
     ELBO per training example: the mean cross-entropy of a batch plus the
@@ -75,113 +103,153 @@ def build_model(num_train, num_classes=10):
     )
 
 
-def summarize(samples, labels):
-    """Metrics of the Monte Carlo predictive distribution."""
-    probs = samples.mean(axis=0)
-    picked = probs[np.arange(len(labels)), labels]
-    return {
-        "accuracy": float(np.mean(probs.argmax(axis=-1) == labels)),
-        "nll": float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
-        "ece": kb.uncertainty.expected_calibration_error(labels, probs),
-    }
-
-
-def main(
-    epochs=40,
-    num_samples=30,
-    batch_size=64,
-    learning_rate=0.01,
-    seed=0,
-    test_fraction=0.2,
-    verbose=1,
-):
-    """Train, evaluate and print the results; returns them as a dict.
-
-    Args:
-        epochs: training epochs.
-        num_samples: Monte Carlo samples of the weights at prediction.
-        batch_size: training batch size.
-        learning_rate: initial Adam learning rate, decayed to 0 along a
-            cosine.
-        seed: seed of the split, the weights, the noise and the images.
-        test_fraction: fraction of the digits held out for testing.
-        verbose: Keras verbosity of `fit` (0, 1 or 2).
-
-    Returns:
-        A dict with `accuracy`, `nll`, `ece` (test digits), `entropy_digits`,
-        `entropy_noise`, `mutual_information_digits`,
-        `mutual_information_noise` (means over images, in nats) and
-        `num_train`, `num_test`.
-    """
-    start = time.monotonic()
-    keras.utils.set_random_seed(seed)
-    x_train, x_test, y_train, y_test = load_data(seed, test_fraction)
-    noise = np.random.default_rng(seed).uniform(size=x_test.shape)
-    noise = noise.astype("float32")
-    print(
-        f"backend {keras.backend.backend()}: {len(x_train)} training and "
-        f"{len(x_test)} test digits, 8x8 pixels"
-    )
-
-    model = build_model(len(x_train))
-    # Decaying the rate to 0 lets the posterior means settle despite the
-    # weight noise of every step: higher, steadier test accuracy across seeds.
-    steps = epochs * -(-len(x_train) // batch_size)
+def train(model, x, y, epochs, batch_size, learning_rate, verbose):
+    """Adam, the learning rate decayed to 0 along a cosine."""
+    steps = max(1, epochs * -(-len(x) // batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
+
+
+def summarize(digit_samples, noise_samples, labels):
+    """Metrics of predictions, shape `(samples, N, classes)` (1 sample for
+    the deterministic twin)."""
+    uncertainty = kb.uncertainty
+    probs = digit_samples.mean(axis=0)
+    picked = probs[np.arange(len(labels)), labels]
+    entropy_digits = uncertainty.predictive_entropy(digit_samples)
+    entropy_noise = uncertainty.predictive_entropy(noise_samples)
+    # AUROC: the chance that a noise image is less certain than a digit.
+    above = entropy_noise[None, :] > entropy_digits[:, None]
+    ties = entropy_noise[None, :] == entropy_digits[:, None]
+    results = {
+        "accuracy": float(np.mean(probs.argmax(axis=-1) == labels)),
+        "nll": float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
+        "ece": uncertainty.expected_calibration_error(labels, probs),
+        "entropy_digits": float(entropy_digits.mean()),
+        "entropy_noise": float(entropy_noise.mean()),
+        "auroc_noise": float(np.mean(above + 0.5 * ties)),
+    }
+    if len(digit_samples) > 1:
+        results["mutual_information_digits"] = float(
+            uncertainty.mutual_information(digit_samples).mean()
+        )
+        results["mutual_information_noise"] = float(
+            uncertainty.mutual_information(noise_samples).mean()
+        )
+    return results
+
+
+def _print_table(bayesian, twin, num_samples):
+    def row(label, key, digits=4):
+        if key not in bayesian:
+            return
+        twin_value = f"{twin[key]:.{digits}f}" if key in twin else "-"
+        print(f"  {label:<28}{bayesian[key]:.{digits}f}    {twin_value:>6}")
+
+    print(f"\n{'':30}Bayesian  twin")
+    print(f"held-out digits ({num_samples} weight samples for Bayesian):")
+    row("test accuracy", "accuracy")
+    row("test NLL (nats)", "nll")
+    row("expected calibration error", "ece")
+    print(f"mean predictive entropy (max log 10 = {np.log(10):.3f} nats):")
+    row("test digits", "entropy_digits")
+    row("random-noise images", "entropy_noise")
+    row("AUROC noise vs digits", "auroc_noise")
+    print("mean mutual information (epistemic part):")
+    row("test digits", "mutual_information_digits")
+    row("random-noise images", "mutual_information_noise")
+
+
+def main(
+    epochs=40,
+    finetune_epochs=None,
+    num_samples=30,
+    batch_size=64,
+    learning_rate=0.01,
+    kl_tempering=0.1,
+    seed=0,
+    test_fraction=0.2,
+    verbose=1,
+):
+    """Train both models, evaluate and print them; returns the results.
+
+    Args:
+        epochs: training epochs of the deterministic twin.
+        finetune_epochs: fine-tuning epochs of the Bayesian CNN. Defaults
+            to `epochs // 4` (at least 1).
+        num_samples: Monte Carlo samples of the weights at prediction.
+        batch_size: training batch size.
+        learning_rate: initial Adam learning rate of the twin, decayed to
+            0 along a cosine; the fine-tune starts at a tenth of it.
+        kl_tempering: `tau` in `kl_weight = tau / num_train`: 1 is the
+            ELBO, smaller values weigh the KL less (see
+            `docs/quality.md`).
+        seed: seed of the split, the weights, the noise and the images.
+        test_fraction: fraction of the digits held out for testing.
+        verbose: Keras verbosity of `fit` (0, 1 or 2).
+
+    Returns:
+        A dict with the Bayesian CNN's `accuracy`, `nll`, `ece` (test
+        digits), `entropy_digits`, `entropy_noise`,
+        `mutual_information_digits`, `mutual_information_noise` (means
+        over images, in nats), `auroc_noise` (noise vs digits by
+        entropy); the twin's `twin_accuracy`, `twin_nll`, `twin_ece`,
+        `twin_entropy_digits`, `twin_entropy_noise`, `twin_auroc_noise`;
+        and `num_train`, `num_test`.
+    """
+    start = time.monotonic()
+    keras.utils.set_random_seed(seed)
+    x_train, x_test, y_train, y_test = load_data(seed, test_fraction)
+    noise = np.random.default_rng(seed).uniform(size=x_test.shape)
+    noise = noise.astype("float32")
+    num_train = len(x_train)
+    if finetune_epochs is None:
+        finetune_epochs = max(1, epochs // 4)
+    print(
+        f"backend {keras.backend.backend()}: {num_train} training and "
+        f"{len(x_test)} test digits, 8x8 pixels"
+    )
+
+    print(f"\n1. the deterministic twin (keras.layers), {epochs} epochs")
+    twin = build_twin()
+    train(twin, x_train, y_train, epochs, batch_size, learning_rate, verbose)
+
+    print(
+        f"\n2. the Bayesian CNN: kb.to_bayesian(twin), kl_weight = "
+        f"{kl_tempering:g} / {num_train}, fine-tuned {finetune_epochs} "
+        "epochs"
+    )
+    bayesian = kb.to_bayesian(
+        twin, moped_delta=0.1, kl_weight=kl_tempering / num_train, seed=seed
+    )
+    train(
+        bayesian,
         x_train,
         y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=verbose,
+        finetune_epochs,
+        batch_size,
+        learning_rate / 10,
+        verbose,
     )
 
-    digit_samples = kb.uncertainty.mc_predict(
-        model, x_test, num_samples=num_samples, batch_size=512, verbose=0
-    )
-    noise_samples = kb.uncertainty.mc_predict(
-        model, noise, num_samples=num_samples, batch_size=512, verbose=0
-    )
-    results = summarize(digit_samples, y_test)
-    uncertainty = kb.uncertainty
-    results.update(
-        entropy_digits=float(
-            uncertainty.predictive_entropy(digit_samples).mean()
-        ),
-        entropy_noise=float(
-            uncertainty.predictive_entropy(noise_samples).mean()
-        ),
-        mutual_information_digits=float(
-            uncertainty.mutual_information(digit_samples).mean()
-        ),
-        mutual_information_noise=float(
-            uncertainty.mutual_information(noise_samples).mean()
-        ),
-        num_train=len(x_train),
-        num_test=len(x_test),
-    )
+    def predictions(model, samples):
+        return [
+            kb.uncertainty.mc_predict(
+                model, x, num_samples=samples, batch_size=512, verbose=0
+            )
+            for x in (x_test, noise)
+        ]
 
-    print(f"\nMonte Carlo predictive, {num_samples} weight samples:")
-    print(f"  test accuracy               {results['accuracy']:.4f}")
-    print(f"  test NLL                    {results['nll']:.4f} nats")
-    print(f"  expected calibration error  {results['ece']:.4f}")
-    print(f"mean predictive entropy (max log 10 = {np.log(10):.3f} nats):")
-    print(f"  test digits                 {results['entropy_digits']:.4f}")
-    print(f"  random-noise images         {results['entropy_noise']:.4f}")
-    print("mean mutual information (epistemic part):")
-    print(
-        f"  test digits                 "
-        f"{results['mutual_information_digits']:.4f}"
-    )
-    print(
-        f"  random-noise images         "
-        f"{results['mutual_information_noise']:.4f}"
-    )
+    results = summarize(*predictions(bayesian, num_samples), y_test)
+    twin_results = summarize(*predictions(twin, 1), y_test)
+    _print_table(results, twin_results, num_samples)
+    results.update({f"twin_{k}": v for k, v in twin_results.items()})
+    results.update(num_train=num_train, num_test=len(x_test))
     print(f"done in {time.monotonic() - start:.0f} s")
     return results
 
@@ -190,6 +258,12 @@ def _parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="fine-tuning epochs of the Bayesian CNN (default: epochs // 4)",
+    )
+    parser.add_argument(
         "--num-samples",
         type=int,
         default=30,
@@ -197,6 +271,12 @@ def _parse_args(argv=None):
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument(
+        "--kl-tempering",
+        type=float,
+        default=0.1,
+        help="tau in kl_weight = tau / num_train",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
@@ -204,13 +284,4 @@ def _parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    args = _parse_args()
-    main(
-        epochs=args.epochs,
-        num_samples=args.num_samples,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        verbose=args.verbose,
-    )
+    main(**vars(_parse_args()))

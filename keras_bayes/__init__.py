@@ -5,12 +5,14 @@ from keras_bayes import (
     config,
     layers,
     metrics,
+    migrate,
     posteriors,
     priors,
     saving,
     uncertainty,
 )
 from keras_bayes.conversion import to_bayesian
+from keras_bayes.deterministic import to_deterministic
 from keras_bayes.workflows import set_posterior_value
 
 __version__ = "0.1.0"

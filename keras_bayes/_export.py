@@ -1,4 +1,4 @@
-"""One decorator that registers a public class for Keras serialization."""
+"""Registering the public classes for Keras serialization."""
 
 import keras
 
@@ -8,3 +8,10 @@ PACKAGE = "keras_bayes"
 def register(cls):
     """Register `cls` as `keras_bayes>ClassName` for `.keras` save/load."""
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+def public_class(name, base, doc, **attributes):
+    """A registered subclass `name` of `base`: a public class that only
+    fixes class attributes (a rank, an estimator) and a docstring."""
+    namespace = {"__doc__": doc, "__module__": base.__module__, **attributes}
+    return register(type(name, (base,), namespace))

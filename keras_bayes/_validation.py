@@ -75,6 +75,47 @@ def data_format(value):
     return value.lower()
 
 
+def _as_float(value):
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def number(value, name, lower=None, strict=False, upper=None):
+    """A finite float within bounds, or a Keras-style error.
+
+    Args:
+        value: what the user passed.
+        name: the argument's name.
+        lower: the smallest allowed value (None: no bound).
+        strict: whether `lower` itself is excluded.
+        upper: the largest allowed value, included (None: no bound).
+    """
+    result = _as_float(value)
+    ok = math.isfinite(result)
+    if ok and lower is not None:
+        ok = result > lower if strict else result >= lower
+    if ok and upper is not None:
+        ok = result <= upper
+    if ok:
+        return result
+    if upper is not None:
+        expected = f"Expected a number between {lower:g} and {upper:g}."
+    elif lower == 0 and strict:
+        expected = "Expected a finite, strictly positive number."
+    elif lower == 0:
+        expected = "Expected a finite, non-negative number."
+    elif lower is not None:
+        relation = "larger than" if strict else "at least"
+        expected = f"Expected a finite number {relation} {lower:g}."
+    else:
+        expected = "Expected a finite number."
+    raise invalid(name, expected, value)
+
+
 def kl_weight(value):
     try:
         number = float(value)

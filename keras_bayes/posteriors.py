@@ -1,19 +1,30 @@
-"""Variational posteriors over a layer's weights.
+"""Variational posterior families over a layer's weights.
 
-A posterior says which variables a weight needs and how they map to a
-distribution. Layers own the variables (`<name>_loc` and, for a mean-field
-normal, `<name>_untransformed_scale`); posteriors hold the initializers and
-the transform, and serialize as plain configs.
+A family owns the variables of each weight it describes and their
+transforms: which variables a weight needs (`<name>_loc` and, for a
+mean-field normal, `<name>_untransformed_scale`), how they are initialised,
+how they map to a location and a scale, and how to set them from a trained
+point estimate (MOPED). Layers declare their weights with a family and a
+prior; the base layer makes, draws, scores and saves them. Families are
+plain serializable configs.
 """
+
+import collections
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_bayes import _validation
+from keras_bayes import _registry, _validation
 from keras_bayes._export import register
 
 SCALE_FLOOR = 1e-5
+
+Parameters = collections.namedtuple("Parameters", ["name", "loc", "scale"])
+Parameters.__doc__ = """One weight's posterior in float32 tensors.
+
+`scale` is None for a point estimate; `name` is the weight's name.
+"""
 
 
 def _initializer(value, name):
@@ -27,21 +38,61 @@ def _initializer(value, name):
         ) from None
 
 
-class Posterior:
-    """Base class of the weight posteriors."""
+def _serialize_initializers(obj, keys, names):
+    return {
+        key: keras.initializers.serialize(getattr(obj, name))
+        for key, name in zip(keys, names)
+    }
+
+
+class Posterior(_registry.ConfigObject):
+    """Base class of the posterior families.
+
+    A family lists its variables as `(suffix, initializer attribute)` in
+    `variables`; `stochastic` says whether it has a scale.
+    """
 
     stochastic = False
+    variables = ()
 
-    def get_config(self):
-        return {}
+    def create(self, layer, name, shape, wrap_initializer=None):
+        """Make the variables of weight `name` on `layer`.
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        Each variable is `<name>_<suffix>`, float32 whatever the dtype
+        policy, and is also set as that attribute of the layer.
 
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        Args:
+            layer: the Keras layer that owns the variables.
+            name: the weight's name, e.g. `"kernel"`.
+            shape: the variables' shape.
+            wrap_initializer: a function applied to each initializer (the
+                layer's per-member wrapper), or None.
+
+        Returns:
+            `{suffix: variable}`.
+        """
+        created = {}
+        for suffix, attribute in self.variables:
+            initializer = getattr(self, attribute)
+            if wrap_initializer is not None:
+                initializer = wrap_initializer(initializer)
+            variable = layer.add_weight(
+                name=f"{name}_{suffix}",
+                shape=shape,
+                initializer=initializer,
+                autocast=False,
+            )
+            setattr(layer, f"{name}_{suffix}", variable)
+            created[suffix] = variable
+        return created
+
+    def parameters(self, name, variables):
+        """The weight's `Parameters` from its variables."""
+        return Parameters(name, ops.convert_to_tensor(variables["loc"]), None)
+
+    def point_values(self, weights, moped_delta):
+        """Variable values for a posterior centred on trained `weights`."""
+        return {"loc": np.asarray(weights, "float32")}
 
 
 @register
@@ -63,6 +114,10 @@ class MeanFieldNormal(Posterior):
     """
 
     stochastic = True
+    variables = (
+        ("loc", "loc_initializer"),
+        ("untransformed_scale", "untransformed_scale_initializer"),
+    )
 
     def __init__(
         self, loc_initializer=None, untransformed_scale_initializer=None
@@ -78,6 +133,12 @@ class MeanFieldNormal(Posterior):
             untransformed_scale_initializer, "untransformed_scale_initializer"
         )
 
+    def parameters(self, name, variables):
+        loc = ops.convert_to_tensor(variables["loc"])
+        return Parameters(
+            name, loc, self.scale(variables["untransformed_scale"])
+        )
+
     @staticmethod
     def scale(untransformed_scale):
         """The standard deviation: `softplus(untransformed_scale) + 1e-5`."""
@@ -87,7 +148,7 @@ class MeanFieldNormal(Posterior):
             # `jax.nn.softplus` (`logaddexp`), gradient included. `max` is
             # written `(u + |u|) / 2` so that the gradient at u = 0 is
             # sigmoid(0) = 1/2 (a `relu` would give 0 there).
-            u = untransformed_scale
+            u = ops.convert_to_tensor(untransformed_scale)
             magnitude = ops.abs(u)
             return (
                 0.5 * (u + magnitude)
@@ -111,21 +172,111 @@ class MeanFieldNormal(Posterior):
         excess = np.maximum(scale - SCALE_FLOOR, 1e-30)
         return (excess + np.log(-np.expm1(-excess))).astype("float32")
 
-    def get_config(self):
+    def point_values(self, weights, moped_delta):
+        """MOPED (Krishnan et al. 2020): loc `w`, scale `moped_delta * |w|`.
+
+        Weights at exactly zero get the smallest representable scale (the
+        `1e-5` floor) rather than a degenerate one.
+        """
+        weights = np.asarray(weights, "float32")
+        scale = moped_delta * np.abs(weights.astype("float64"))
         return {
-            "loc_initializer": keras.initializers.serialize(
-                self.loc_initializer
-            ),
-            "untransformed_scale_initializer": keras.initializers.serialize(
-                self.untransformed_scale_initializer
-            ),
+            "loc": weights,
+            "untransformed_scale": self.inverse_scale(scale),
         }
+
+    def get_config(self):
+        return _serialize_initializers(
+            self,
+            ("loc_initializer", "untransformed_scale_initializer"),
+            ("loc_initializer", "untransformed_scale_initializer"),
+        )
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         for key in ("loc_initializer", "untransformed_scale_initializer"):
             config[key] = keras.initializers.deserialize(config[key])
+        return cls(**config)
+
+
+class _RandomSign(keras.initializers.Initializer):
+    """+1 or -1 per entry, -1 with probability `probability`."""
+
+    def __init__(self, probability, seed=None):
+        self.probability = probability
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        seed = self.seed if self.seed is not None else None
+        draws = keras.random.uniform(shape, seed=seed)
+        negative = ops.cast(draws < self.probability, dtype or "float32")
+        return 1.0 - 2.0 * negative
+
+    def get_config(self):
+        return {"probability": self.probability, "seed": self.seed}
+
+
+@register
+class FactorNormal(MeanFieldNormal):
+    """A mean-field normal over multiplicative factors, centred on 1.
+
+    The default posterior of the rank-1 layers' `alpha` and `gamma`
+    (Dusenberry et al. 2020): variables `<name>_loc` and
+    `<name>_untransformed_scale`, as `MeanFieldNormal`.
+
+    Args:
+        random_sign_init: 0 (default) starts every loc at `N(1,
+            loc_stddev)`; a probability `p` in (0, 1] starts each loc at
+            +1 or -1, -1 with probability `p` (the paper's random-sign
+            initialisation; `p = 0.5` makes the members of an ensemble
+            differ from the start).
+        loc_stddev: spread of the initial locs around 1. Defaults to 0.1.
+        initial_scale: posterior scale at initialisation. Defaults to
+            0.0316, the paper's `sqrt(p / (1 - p))` for a dropout rate
+            `p = 1e-3`.
+
+    Example:
+
+    >>> layer = kb.layers.Conv2DRank1(
+    ...     8, 3, batch_shape=(4,),
+    ...     alpha_posterior=kb.posteriors.FactorNormal(random_sign_init=0.5))
+    """
+
+    def __init__(
+        self, random_sign_init=0.0, loc_stddev=0.1, initial_scale=0.0316
+    ):
+        probability = _validation.number(
+            random_sign_init, "random_sign_init", lower=0, upper=1
+        )
+        loc_stddev = _validation.number(loc_stddev, "loc_stddev", lower=0)
+        scale = _validation.number(
+            initial_scale, "initial_scale", lower=SCALE_FLOOR, strict=True
+        )
+        self.random_sign_init = probability
+        self.loc_stddev = loc_stddev
+        self.initial_scale = scale
+        if probability > 0:
+            loc = _RandomSign(probability)
+        else:
+            loc = keras.initializers.RandomNormal(1.0, loc_stddev)
+        untransformed = float(self.inverse_scale(scale))
+        super().__init__(
+            loc_initializer=loc,
+            untransformed_scale_initializer=keras.initializers.Constant(
+                untransformed
+            ),
+        )
+
+    def get_config(self):
+        return {
+            "random_sign_init": self.random_sign_init,
+            "loc_stddev": self.loc_stddev,
+            "initial_scale": self.initial_scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
         return cls(**config)
 
 
@@ -137,13 +288,15 @@ class Deterministic(Posterior):
         initializer: initializer of `<name>_loc`. Defaults to `"zeros"`.
     """
 
+    variables = (("loc", "loc_initializer"),)
+
     def __init__(self, initializer="zeros"):
         self.loc_initializer = _initializer(initializer, "initializer")
 
     def get_config(self):
-        return {
-            "initializer": keras.initializers.serialize(self.loc_initializer)
-        }
+        return _serialize_initializers(
+            self, ("initializer",), ("loc_initializer",)
+        )
 
     @classmethod
     def from_config(cls, config):
@@ -154,40 +307,13 @@ class Deterministic(Posterior):
         return cls(**config)
 
 
-_NAMES = {
-    "mean_field_normal": MeanFieldNormal,
-    "deterministic": Deterministic,
-}
-
-
-def serialize(posterior):
-    return keras.saving.serialize_keras_object(posterior)
-
-
-def deserialize(config):
-    return keras.saving.deserialize_keras_object(config)
-
-
-def get(identifier):
-    """Resolve a posterior from an object, a name or a serialized config.
-
-    Names: `"mean_field_normal"`, `"deterministic"`. A new object is returned
-    for names and configs; objects are returned as they are.
-    """
-    if isinstance(identifier, Posterior):
-        return identifier
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in _NAMES:
-            return _NAMES[key]()
-    raise ValueError(
-        f"Unknown posterior: {identifier!r}. Expected a "
-        "`keras_bayes.posteriors` object or one of the names "
-        f"{sorted(_NAMES)}."
-    )
-
-
-def names():
-    return sorted(_NAMES)
+_REGISTRY = _registry.Registry(
+    "posterior",
+    "keras_bayes.posteriors",
+    Posterior,
+    {"mean_field_normal": MeanFieldNormal, "deterministic": Deterministic},
+)
+serialize = _registry.serialize
+deserialize = _registry.deserialize
+get = _REGISTRY.get
+names = _REGISTRY.names

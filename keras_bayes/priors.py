@@ -9,25 +9,12 @@ All arithmetic here runs in float32 whatever the layer's compute dtype.
 import abc
 import math
 
-import keras
 from keras import ops
 
-from keras_bayes import _validation
+from keras_bayes import _registry, _validation
 from keras_bayes._export import register
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def _positive_finite(value, name):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not math.isfinite(number) or number <= 0:
-        raise _validation.invalid(
-            name, "Expected a finite, strictly positive number.", value
-        )
-    return number
 
 
 def normal_log_prob(x, loc, scale):
@@ -77,8 +64,37 @@ def normal_kl_sum(loc, scale, prior_loc, prior_scale):
     return kl(loc, scale)
 
 
-class Prior(abc.ABC):
-    """Base class of the weight priors."""
+def kl_divergence(prior, params, noise):
+    """`KL(q || prior)` of one weight in float32; 0 without a prior.
+
+    Closed form where the prior has one; otherwise the single-sample Monte
+    Carlo estimate `log q(w) - log p(w)` at `w = loc + scale * noise`.
+
+    Args:
+        prior: a `Prior` or None.
+        params: the weight's `kb.posteriors.Parameters` (a normal
+            posterior; a prior on a point estimate is refused earlier).
+        noise: the standard normal draw behind `w`, used only without a
+            closed form.
+    """
+    if prior is None:
+        return ops.zeros((), dtype="float32")
+    closed_form = prior.kl_from_normal(params.loc, params.scale)
+    if closed_form is not None:
+        return closed_form
+    weights = params.loc + params.scale * noise
+    log_q = -0.5 * ops.square(noise) - ops.log(params.scale) - _HALF_LOG_2PI
+    return ops.sum(log_q - prior.log_prob(weights))
+
+
+class Prior(_registry.ConfigObject, abc.ABC):
+    """Base class of the weight priors.
+
+    `closed_form_kl` says whether `kl_from_normal` has a closed form;
+    without one, the KL is a Monte Carlo estimate at a posterior draw.
+    """
+
+    closed_form_kl = False
 
     @abc.abstractmethod
     def log_prob(self, weights):
@@ -88,31 +104,16 @@ class Prior(abc.ABC):
         """Closed-form `KL(N(loc, scale) || self)` summed, or None."""
         return None
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
 
 @register
 class Normal(Prior):
     """Independent `N(loc, scale)` over every weight (default `N(0, 1)`)."""
 
+    closed_form_kl = True
+
     def __init__(self, loc=0.0, scale=1.0):
-        try:
-            loc_value = float(loc)
-        except (TypeError, ValueError):
-            loc_value = float("nan")
-        if not math.isfinite(loc_value):
-            raise _validation.invalid("loc", "Expected a finite number.", loc)
-        self.loc = loc_value
-        self.scale = _positive_finite(scale, "scale")
+        self.loc = _validation.number(loc, "loc")
+        self.scale = _validation.number(scale, "scale", lower=0, strict=True)
 
     def log_prob(self, weights):
         return normal_log_prob(weights, self.loc, self.scale)
@@ -150,8 +151,8 @@ class ScaleMixtureNormal(Prior):
                 mixture_weight,
             )
         self.mixture_weight = weight
-        self.scale1 = _positive_finite(scale1, "scale1")
-        self.scale2 = _positive_finite(scale2, "scale2")
+        self.scale1 = _validation.number(scale1, "scale1", lower=0, strict=True)
+        self.scale2 = _validation.number(scale2, "scale2", lower=0, strict=True)
 
     def _components(self):
         return (
@@ -189,8 +190,12 @@ class SpikeAndSlab(ScaleMixtureNormal):
 
     def __init__(self, mixture_weight=0.5, spike_scale=1.0, slab_scale=2000.0):
         # Checked here so that an error names the argument the user passed.
-        spike_scale = _positive_finite(spike_scale, "spike_scale")
-        slab_scale = _positive_finite(slab_scale, "slab_scale")
+        spike_scale = _validation.number(
+            spike_scale, "spike_scale", lower=0, strict=True
+        )
+        slab_scale = _validation.number(
+            slab_scale, "slab_scale", lower=0, strict=True
+        )
         super().__init__(mixture_weight, spike_scale, slab_scale)
 
     def get_config(self):
@@ -201,40 +206,18 @@ class SpikeAndSlab(ScaleMixtureNormal):
         }
 
 
-_NAMES = {
-    "normal": Normal,
-    "scale_mixture_normal": ScaleMixtureNormal,
-    "spike_and_slab": SpikeAndSlab,
-}
-
-
-def serialize(prior):
-    return keras.saving.serialize_keras_object(prior)
-
-
-def deserialize(config):
-    return keras.saving.deserialize_keras_object(config)
-
-
-def get(identifier):
-    """Resolve a prior from an object, a name, a config or None.
-
-    Names: `"normal"`, `"scale_mixture_normal"`, `"spike_and_slab"`; `None`
-    stays `None` (no prior, no KL for that weight).
-    """
-    if identifier is None or isinstance(identifier, Prior):
-        return identifier
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in _NAMES:
-            return _NAMES[key]()
-    raise ValueError(
-        f"Unknown prior: {identifier!r}. Expected a `keras_bayes.priors` "
-        f"object, None, or one of the names {sorted(_NAMES)}."
-    )
-
-
-def names():
-    return sorted(_NAMES)
+_REGISTRY = _registry.Registry(
+    "prior",
+    "keras_bayes.priors",
+    Prior,
+    {
+        "normal": Normal,
+        "scale_mixture_normal": ScaleMixtureNormal,
+        "spike_and_slab": SpikeAndSlab,
+    },
+    allow_none=True,
+)
+serialize = _registry.serialize
+deserialize = _registry.deserialize
+get = _REGISTRY.get
+names = _REGISTRY.names

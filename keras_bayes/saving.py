@@ -1,6 +1,12 @@
-"""Loading `.keras` files with clear errors for damaged files.
+"""Saving and loading: the layers' checkpoint path, and `.keras` files
+with clear errors for damaged files.
 
-Two layers of protection:
+Every keras-bayes layer saves its variables by name, each with a CRC32
+checksum (`save_variables` / `load_variables`), so that adding a variable
+in a later version does not shift every saved value, and damaged bytes
+fail to load instead of loading silently.
+
+Two layers of protection against damaged files:
 
 - `load_model` checks the archive before Keras reads it: a missing,
   truncated or corrupted file, or one that lacks a part of a `.keras`
@@ -51,6 +57,67 @@ def verify_checksum(layer_name, variable_name, value, expected):
             f"{expected:#010x}, computed {actual:#010x}). The weights file "
             "is corrupted; restore it from a backup or save the model again."
         )
+
+
+def _own_variables(layer):
+    return layer._trainable_variables + layer._non_trainable_variables
+
+
+def save_variables(layer, store):
+    """Write a layer's own variables into a Keras weights `store` by name."""
+    for variable in _own_variables(layer):
+        value = keras.ops.convert_to_numpy(variable)
+        store[variable.name] = value
+        store[variable.name + CHECKSUM_SUFFIX] = checksum(value)
+
+
+def load_variables(layer, store, optional=()):
+    """Assign a layer's own variables from a Keras weights `store`.
+
+    Reads the by-name layout of `save_variables` (checksums verified where
+    present: files saved before checksums existed have none) and Keras'
+    positional layout (`"0"`, `"1"`, ... in the order of the variables,
+    with or without the `optional` ones, which files saved before they
+    existed lack). Nothing is assigned unless every variable matches.
+
+    Args:
+        layer: the layer to load.
+        store: a mapping of saved names to arrays.
+        optional: names of variables that may be missing from the store
+            (they keep their current values).
+    """
+    own = _own_variables(layer)
+    stored = set(store.keys())
+    keys = [key for key in stored if not key.endswith(CHECKSUM_SUFFIX)]
+    if keys and all(key.isdigit() for key in keys):
+        required = [v for v in own if v.name not in optional]
+        layout = own if len(keys) == len(own) else required
+        if sorted(keys, key=int) != [str(i) for i in range(len(layout))]:
+            raise ValueError(
+                f"Layer '{layer.name}' expected {len(own)} saved "
+                f"variables (or {len(required)} without "
+                f"{list(optional)}), found {len(keys)}."
+            )
+        values = {layout[int(key)].name: store[key] for key in keys}
+    else:
+        values = {key: store[key] for key in keys}
+        for name, value in values.items():
+            if name + CHECKSUM_SUFFIX in stored:
+                verify_checksum(
+                    layer.name, name, value, store[name + CHECKSUM_SUFFIX]
+                )
+    names = {variable.name for variable in own}
+    missing = sorted(n for n in names - set(values) if n not in optional)
+    unexpected = sorted(set(values) - names)
+    if missing or unexpected:
+        raise ValueError(
+            f"Layer '{layer.name}' cannot load the saved weights: "
+            f"missing {missing}, unexpected {unexpected}. The saved "
+            "layer had different posteriors or `use_bias`."
+        )
+    for variable in own:
+        if variable.name in values:
+            variable.assign(values[variable.name])
 
 
 def check_file(filepath):

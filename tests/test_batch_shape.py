@@ -207,15 +207,19 @@ def test_flipout_signs_per_example_member_and_channel():
     layer = kb.layers.Conv2DTransposeFlipout(
         5, 2, data_format="channels_first", batch_shape=(2, 3)
     )
-    linear_map = layer._linear_map
+    linear_map = layer._map
     shared = ops.zeros((4, 3, 6, 7))
     members = ops.zeros((4, 2, 3, 3, 6, 7))
     for inputs in (shared, members):
-        sign_in, sign_out = linear_map.sign_shapes(inputs)
-        assert tuple(int(d) for d in sign_in) == (4, 2, 3, 3, 1, 1)
-        assert tuple(int(d) for d in sign_out) == (4, 2, 3, 5, 1, 1)
+        sign_in, sign_out = linear_map.factor_shapes(inputs)
+        assert tuple(int(d) for d in sign_in) == (4, 2, 3, 3)
+        assert tuple(int(d) for d in sign_out) == (4, 2, 3, 5)
+        # Broadcast over the spatial axes, after the channel axis.
+        view = linear_map._factor_view(ops.ones(sign_in), 6)
+        assert tuple(view.shape) == (4, 2, 3, 3, 1, 1)
     # A shared input gets member axes that broadcast against the signs.
-    assert tuple(linear_map.expand_members(shared).shape) == (4, 1, 1, 3, 6, 7)
+    expanded = linear_map.members.expand(shared)
+    assert tuple(expanded.shape) == (4, 1, 1, 3, 6, 7)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,9 @@ from keras_bayes.layers.batched import (
     BatchedConv2DTranspose,
     BatchedConv3D,
     BatchedConv3DTranspose,
+    BatchedDense,
+    BatchedDepthwiseConv1D,
+    BatchedDepthwiseConv2D,
 )
 from keras_bayes.layers.conv import (
     Conv1DFlipout,
@@ -34,5 +37,27 @@ from keras_bayes.layers.dense import (
     DenseFlipout,
     DenseLocalReparameterization,
     DenseReparameterization,
+)
+from keras_bayes.layers.depthwise import (
+    DepthwiseConv1DFlipout,
+    DepthwiseConv1DReparameterization,
+    DepthwiseConv2DFlipout,
+    DepthwiseConv2DReparameterization,
+)
+from keras_bayes.layers.members_average import MemberAverage
+from keras_bayes.layers.rank1 import (
+    Conv1DRank1,
+    Conv1DTransposeRank1,
+    Conv2DRank1,
+    Conv2DTransposeRank1,
+    Conv3DRank1,
+    Conv3DTransposeRank1,
+    DenseRank1,
+)
+from keras_bayes.layers.separable import (
+    SeparableConv1DFlipout,
+    SeparableConv1DReparameterization,
+    SeparableConv2DFlipout,
+    SeparableConv2DReparameterization,
 )
 from keras_bayes.layers.variational import VariationalLayer

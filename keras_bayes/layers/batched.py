@@ -8,10 +8,15 @@ ensemble, or the members of a hyper-network, in one layer. With
 
 import keras
 
-from keras_bayes._export import register
-from keras_bayes.layers import linear_maps
-from keras_bayes.layers.conv import ConvArguments, _map_attribute
-from keras_bayes.layers.linear_maps import ConvMap
+from keras_bayes import saving
+from keras_bayes._export import public_class
+from keras_bayes.layers import member_weights
+from keras_bayes.layers.geometry import (
+    ConvGeometry,
+    ConvTransposeGeometry,
+    DenseGeometry,
+    DepthwiseGeometry,
+)
 
 _COMMON_ARGS_DOC = """
         dilation_rate: int or tuple of `rank` ints. Defaults to 1.
@@ -89,214 +94,121 @@ _TRANSPOSE_ARGS_DOC = (
 )
 
 
-class BatchedLayer(ConvArguments, keras.layers.Layer):
-    """Base of the batched layers: a `ConvMap` and plain weights.
+_DEPTHWISE_ARGS_DOC = (
+    """
+    Args:
+        kernel_size: int or tuple of `rank` ints.
+        strides: int or tuple of `rank` ints. Defaults to 1.
+        padding: `"valid"` or `"same"` (case-insensitive).
+        depth_multiplier: output channels per input channel. Defaults to 1.
+        data_format: `"channels_last"`, `"channels_first"`, or None for
+            `keras.config.image_data_format()`."""
+    + _COMMON_ARGS_DOC.replace("filters", "channels * depth_multiplier")
+    + """
+    Example:
 
-    Subclasses create `self._linear_map` after calling `__init__`.
+    >>> ensemble = kb.layers.BatchedDepthwiseConv2D(3, batch_shape=(4,))
+    >>> ensemble(np.zeros((2, 16, 16, 3))).shape
+    (2, 4, 14, 14, 3)
+"""
+)
+
+_DENSE_ARGS_DOC = """
+    Args:
+        units: number of output units of each member.
+        activation: activation applied to the outputs.
+        use_bias: whether the layer has a bias.
+        kernel_initializer, bias_initializer: initializers of one member's
+            kernel and bias. Default to `"glorot_uniform"` and `"zeros"`.
+        kernel_regularizer, bias_regularizer: applied to each member and
+            summed.
+        activity_regularizer: as in Keras.
+        kernel_constraint, bias_constraint: applied to each member.
+        batch_shape: shape of the batch of members; any tuple of positive
+            ints. Defaults to `()`: a plain `keras.layers.Dense`.
+
+    `layer.kernel` has shape `batch_shape + (in_features, units)` and
+    `layer.bias` shape `batch_shape + (units,)`.
+
+    Input shape:
+        `(batch, ..., in_features)`, fed to every member; or, with
+        members, `(batch, *batch_shape, in_features)`, one input per
+        member.
+
+    Output shape:
+        `(batch, *batch_shape, ..., units)`. Member `b` gives what
+        `keras.layers.Dense` with member `b`'s weights gives.
+
+    Example:
+
+    >>> heads = kb.layers.BatchedDense(10, batch_shape=(4,))
+    >>> heads(np.zeros((2, 32))).shape
+    (2, 4, 10)
+"""
+
+
+class BatchedLayer(member_weights.PlainWeightArguments, keras.layers.Layer):
+    """Base of the batched layers: plain weights with members.
+
+    The geometry mixin (`geometry.py`) sets the map, `activation` and
+    `use_bias`.
     """
 
-    rank = None
-
-    def __init__(
-        self,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        **kwargs,
-    ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self._linear_map = None
-
-    def _add_member_weight(self, name, shape, initializer, regularizer, cons):
-        batch_shape = self.batch_shape
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=linear_maps.member_initializer(
-                initializer, batch_shape
-            ),
-            regularizer=linear_maps.member_regularizer(
-                regularizer, batch_shape
-            ),
-            constraint=linear_maps.member_constraint(cons, batch_shape),
-        )
-
     def build(self, input_shape):
-        linear_map = self._linear_map
-        in_channels = linear_map.input_channels(input_shape, self.name)
-        self.kernel = self._add_member_weight(
+        linear_map = self._map
+        in_channels = linear_map.input_channels(input_shape)
+        self.kernel = member_weights.add_member_weight(
+            self,
             "kernel",
             linear_map.kernel_shape(in_channels),
-            self.kernel_initializer,
-            self.kernel_regularizer,
-            self.kernel_constraint,
+            self.batch_shape,
         )
         self.bias = None
         if self.use_bias:
-            self.bias = self._add_member_weight(
+            self.bias = member_weights.add_member_weight(
+                self,
                 "bias",
-                linear_map.bias_shape(),
-                self.bias_initializer,
-                self.bias_regularizer,
-                self.bias_constraint,
+                linear_map.bias_shape(in_channels),
+                self.batch_shape,
             )
         self.input_spec = linear_map.input_spec(input_shape, in_channels)
 
     def call(self, inputs):
-        outputs = self._linear_map(inputs, self.kernel)
+        outputs = self._map(inputs, self.kernel)
         if self.use_bias:
-            outputs = self._linear_map.add_bias(outputs, self.bias)
+            outputs = self._map.add_bias(outputs, self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self._linear_map.output_shape(input_shape, self.name)
-
     def get_config(self):
         config = super().get_config()
-        config.update(self._linear_map.get_config())
-        serialize = {
-            "initializer": keras.initializers.serialize,
-            "regularizer": keras.regularizers.serialize,
-            "constraint": keras.constraints.serialize,
-        }
-        config["activation"] = keras.activations.serialize(self.activation)
-        config["use_bias"] = self.use_bias
-        for weight in ("kernel", "bias"):
-            for kind, to_config in serialize.items():
-                key = f"{weight}_{kind}"
-                config[key] = to_config(getattr(self, key))
         config["activity_regularizer"] = keras.regularizers.serialize(
             self.activity_regularizer
         )
         return config
 
+    def save_own_variables(self, store):
+        saving.save_variables(self, store)
 
-class BatchedConv(BatchedLayer):
+    def load_own_variables(self, store):
+        saving.load_variables(self, store)
+
+
+class BatchedConv(ConvGeometry, BatchedLayer):
     """Base of `BatchedConv1D/2D/3D`; subclasses fix `rank`."""
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="valid",
-        data_format=None,
-        dilation_rate=1,
-        groups=1,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        batch_shape=(),
-        **kwargs,
-    ):
-        super().__init__(
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint,
-            **kwargs,
-        )
-        self._linear_map = ConvMap(
-            self.rank,
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=padding,
-            data_format=data_format,
-            dilation_rate=dilation_rate,
-            groups=groups,
-            batch_shape=batch_shape,
-        )
 
-    groups = _map_attribute("groups")
-
-
-class BatchedConvTranspose(BatchedLayer):
+class BatchedConvTranspose(ConvTransposeGeometry, BatchedLayer):
     """Base of `BatchedConv1D/2D/3DTranspose`; subclasses fix `rank`."""
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="valid",
-        output_padding=None,
-        data_format=None,
-        dilation_rate=1,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        batch_shape=(),
-        **kwargs,
-    ):
-        super().__init__(
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint,
-            **kwargs,
-        )
-        self._linear_map = ConvMap(
-            self.rank,
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=padding,
-            data_format=data_format,
-            dilation_rate=dilation_rate,
-            transpose=True,
-            output_padding=output_padding,
-            batch_shape=batch_shape,
-        )
 
-    output_padding = _map_attribute("output_padding")
+class BatchedDepthwiseConv(DepthwiseGeometry, BatchedLayer):
+    """Base of `BatchedDepthwiseConv1D/2D`; subclasses fix `rank`."""
 
 
-def _batched_layer(rank, summary, args_doc):
-    def decorate(cls):
-        cls.rank = rank
-        cls.__doc__ = summary.format(rank=rank) + "\n" + args_doc
-        return register(cls)
-
-    return decorate
+class BatchedDenseBase(DenseGeometry, BatchedLayer):
+    """Base of `BatchedDense`."""
 
 
 _CONV_DOC = (
@@ -308,31 +220,60 @@ _TRANSPOSE_DOC = (
 )
 
 
-@_batched_layer(1, _CONV_DOC, _CONV_ARGS_DOC)
-class BatchedConv1D(BatchedConv):
-    pass
+def _batched(name, base, rank, summary, args_doc):
+    doc = summary.format(rank=rank) + "\n" + args_doc
+    return public_class(name, base, doc, rank=rank)
 
 
-@_batched_layer(2, _CONV_DOC, _CONV_ARGS_DOC)
-class BatchedConv2D(BatchedConv):
-    pass
-
-
-@_batched_layer(3, _CONV_DOC, _CONV_ARGS_DOC)
-class BatchedConv3D(BatchedConv):
-    pass
-
-
-@_batched_layer(1, _TRANSPOSE_DOC, _TRANSPOSE_ARGS_DOC)
-class BatchedConv1DTranspose(BatchedConvTranspose):
-    pass
-
-
-@_batched_layer(2, _TRANSPOSE_DOC, _TRANSPOSE_ARGS_DOC)
-class BatchedConv2DTranspose(BatchedConvTranspose):
-    pass
-
-
-@_batched_layer(3, _TRANSPOSE_DOC, _TRANSPOSE_ARGS_DOC)
-class BatchedConv3DTranspose(BatchedConvTranspose):
-    pass
+BatchedConv1D = _batched(
+    "BatchedConv1D", BatchedConv, 1, _CONV_DOC, _CONV_ARGS_DOC
+)
+BatchedConv2D = _batched(
+    "BatchedConv2D", BatchedConv, 2, _CONV_DOC, _CONV_ARGS_DOC
+)
+BatchedConv3D = _batched(
+    "BatchedConv3D", BatchedConv, 3, _CONV_DOC, _CONV_ARGS_DOC
+)
+BatchedConv1DTranspose = _batched(
+    "BatchedConv1DTranspose",
+    BatchedConvTranspose,
+    1,
+    _TRANSPOSE_DOC,
+    _TRANSPOSE_ARGS_DOC,
+)
+BatchedConv2DTranspose = _batched(
+    "BatchedConv2DTranspose",
+    BatchedConvTranspose,
+    2,
+    _TRANSPOSE_DOC,
+    _TRANSPOSE_ARGS_DOC,
+)
+BatchedConv3DTranspose = _batched(
+    "BatchedConv3DTranspose",
+    BatchedConvTranspose,
+    3,
+    _TRANSPOSE_DOC,
+    _TRANSPOSE_ARGS_DOC,
+)
+BatchedDepthwiseConv1D = _batched(
+    "BatchedDepthwiseConv1D",
+    BatchedDepthwiseConv,
+    1,
+    "{rank}D depthwise convolution with a batch of independent weights "
+    "(`batch_shape`).\n",
+    _DEPTHWISE_ARGS_DOC,
+)
+BatchedDepthwiseConv2D = _batched(
+    "BatchedDepthwiseConv2D",
+    BatchedDepthwiseConv,
+    2,
+    "{rank}D depthwise convolution with a batch of independent weights "
+    "(`batch_shape`).\n",
+    _DEPTHWISE_ARGS_DOC,
+)
+BatchedDense = public_class(
+    "BatchedDense",
+    BatchedDenseBase,
+    "Dense layer with a batch of independent weights (`batch_shape`).\n"
+    + _DENSE_ARGS_DOC,
+)

@@ -1,20 +1,17 @@
 """Bayesian dense layers: heads for Bayesian CNNs."""
 
-from keras_bayes._export import register
-from keras_bayes.layers import variational
-from keras_bayes.layers.linear_maps import DenseMap
+from keras_bayes.layers import _docs
+from keras_bayes.layers.geometry import DenseGeometry
+from keras_bayes.layers.kernel import KernelLayer, bayesian_class
 
-_ARGS_DOC = """
-    Args:
-        units: number of output units.
-        activation: activation applied to the outputs.
-        use_bias: whether the layer has a bias.
-        kernel_posterior, kernel_prior, bias_posterior, bias_prior,
-        kl_weight, posterior_value, seed: as in `Conv2DFlipout`.
-        activity_regularizer: as in Keras.
-        batch_shape: shape of a batch of independent posteriors (members);
-            defaults to `()`.
-
+ARGS_DOC = _docs.layer_doc(
+    "",
+    "        units: number of output units.\n"
+    "        activation: activation applied to the outputs.\n"
+    "        use_bias: whether the layer has a bias.\n"
+    + _docs.BAYESIAN_ARGS
+    + _docs.CONTROL_ARGS,
+    """
     Input shape:
         `(batch, ..., in_features)`. With a `batch_shape`:
         `(batch, in_features)` (fed to every member) or
@@ -23,74 +20,47 @@ _ARGS_DOC = """
     Output shape:
         `(batch, ..., units)`; with a `batch_shape`,
         `(batch, *batch_shape, units)`.
-"""
+""",
+    """\
+    >>> head = kb.layers.DenseFlipout(10)
+    >>> head(np.zeros((4, 32))).shape
+    (4, 10)
+""",
+).lstrip()
 
 
-class VariationalDense(variational.VariationalLayer):
+class VariationalDense(DenseGeometry, KernelLayer):
     """Base of the Bayesian dense layers; subclasses fix the estimator."""
 
-    def __init__(
-        self,
-        units,
-        activation=None,
-        use_bias=True,
-        kernel_posterior="mean_field_normal",
-        kernel_prior="normal",
-        bias_posterior="deterministic",
-        bias_prior=None,
-        kl_weight=1.0,
-        posterior_value="sample",
-        seed=None,
-        activity_regularizer=None,
-        batch_shape=(),
-        **kwargs,
-    ):
-        super().__init__(
-            activation=activation,
-            use_bias=use_bias,
-            kernel_posterior=kernel_posterior,
-            kernel_prior=kernel_prior,
-            bias_posterior=bias_posterior,
-            bias_prior=bias_prior,
-            kl_weight=kl_weight,
-            posterior_value=posterior_value,
-            seed=seed,
-            activity_regularizer=activity_regularizer,
-            **kwargs,
-        )
-        self._linear_map = DenseMap(units, batch_shape=batch_shape)
 
-    units = property(lambda self: self._linear_map.filters)
+DenseReparameterization = bayesian_class(
+    "DenseReparameterization",
+    VariationalDense,
+    "reparameterization",
+    "Dense layer with a weight posterior, reparameterization estimator.\n\n"
+    "    One kernel draw per call, shared by the batch.\n",
+    ARGS_DOC,
+)
 
 
-@register
-class DenseReparameterization(VariationalDense):
-    __doc__ = (
-        "Dense layer with a weight posterior, reparameterization "
-        "estimator.\n\n    One kernel draw per call, shared by the batch.\n"
-        + _ARGS_DOC
-    )
-    estimator = variational.REPARAMETERIZATION
+DenseFlipout = bayesian_class(
+    "DenseFlipout",
+    VariationalDense,
+    "flipout",
+    "Dense layer with a weight posterior, Flipout estimator.\n\n"
+    "    `y = x @ loc + s_out * ((x * s_in) @ (scale * eps))`, signs per "
+    "example\n    and unit: decorrelated perturbations within a batch.\n",
+    ARGS_DOC,
+)
 
 
-@register
-class DenseFlipout(VariationalDense):
-    __doc__ = (
-        "Dense layer with a weight posterior, Flipout estimator.\n\n"
-        "    `y = x @ loc + s_out * ((x * s_in) @ (scale * eps))`, signs per "
-        "example\n    and unit: decorrelated perturbations within a batch.\n"
-        + _ARGS_DOC
-    )
-    estimator = variational.FLIPOUT
-
-
-@register
-class DenseLocalReparameterization(VariationalDense):
-    __doc__ = (
-        "Dense layer with a weight posterior, local reparameterization.\n\n"
-        "    Samples the pre-activations, `y ~ N(x @ loc + b, x**2 @ "
-        "scale**2)`,\n    independently per example and unit (Kingma et al. "
-        "2015): the lowest\n    gradient variance of the three estimators.\n"
-        + _ARGS_DOC
-    )
-    estimator = variational.LOCAL_REPARAMETERIZATION
+DenseLocalReparameterization = bayesian_class(
+    "DenseLocalReparameterization",
+    VariationalDense,
+    "local_reparameterization",
+    "Dense layer with a weight posterior, local reparameterization.\n\n"
+    "    Samples the pre-activations, `y ~ N(x @ loc + b, x**2 @ "
+    "scale**2)`,\n    independently per example and unit (Kingma et al. "
+    "2015): the lowest\n    gradient variance of the three estimators.\n",
+    ARGS_DOC,
+)

@@ -1,43 +1,42 @@
-"""The variational machinery shared by every Bayesian layer.
+"""`VariationalLayer`: the machinery shared by every Bayesian layer.
 
-`VariationalLayer` owns the posterior variables of a kernel and a bias, the
-priors, the KL term and the three estimators. A concrete layer only picks a
-linear map (`linear_maps.py`) and an estimator:
+A Bayesian layer declares, in `build`, the weights that carry a posterior
+(`declare_weight`: a name, a shape, a posterior family and a prior). The
+base layer creates their variables through the family, draws them, scores
+them (the KL), saves and loads them by name with checksums, and reports
+them for export and conversion. A layer kind only says how its outputs
+come from its inputs and its weights (`compute_outputs`).
 
-- reparameterization: one kernel draw `W = loc + scale * eps` per call,
-  shared by the whole batch (Kingma & Welling 2014);
-- Flipout: `y = f(x, loc) + s_out * f(x * s_in, scale * eps)` with Rademacher
-  signs per example and channel (Wen et al. 2018);
-- local reparameterization: `y ~ N(f(x, loc), f(x**2, scale**2))` drawn per
-  example and unit (Kingma et al. 2015).
+The path of one call: the posterior parameters of every declared weight
+(float32) -> the sample/mean branch: in sample mode `compute_outputs`
+with the call's draws, in mean mode `compute_outputs` at the posterior
+means, drawing nothing -> the KL of every weight, times `kl_weight`,
+added with `add_loss` (and noted for `fit`'s logs, `kl_logging.py`) ->
+the activation.
 
 Two small non-trainable variables steer every call, so that changing them
-takes effect in already-compiled `fit` / `predict` functions:
-`kl_weight` (multiplies the KL) and `posterior_sample` (1: draw weights,
-0: use the posterior mean).
+takes effect in already-compiled `fit` / `predict` functions: `kl_weight`
+(multiplies the KL) and `posterior_sample` (1: draw weights, 0: use the
+posterior mean). In a traced function the branch is an `ops.cond` that
+runs only the chosen side; in eager execution it is a Python branch.
 """
-
-import math
 
 import keras
 from keras import ops
 
-from keras_bayes import _validation, posteriors, priors
-from keras_bayes.layers import linear_maps
+from keras_bayes import _validation, posteriors, priors, saving
+from keras_bayes.layers import estimators, kl_logging, member_weights
 
-REPARAMETERIZATION = "reparameterization"
-FLIPOUT = "flipout"
-LOCAL_REPARAMETERIZATION = "local_reparameterization"
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Control variables that are not posterior parameters: a file saved before
 # one of them existed still loads, keeping the value from the config.
-_CONTROL_VARIABLES = ("kl_weight", "posterior_sample")
+CONTROL_VARIABLES = ("kl_weight", "posterior_sample")
 
 
-def _resolve(module, value, name):
+def resolve(module, value, name):
+    """A posterior or prior from an object, name or config; errors name
+    the argument."""
     try:
-        resolved = module.get(value)
+        return module.get(value)
     except ValueError:
         kind = module.__name__.rsplit(".", 1)[-1]
         raise _validation.invalid(
@@ -46,55 +45,123 @@ def _resolve(module, value, name):
             f"{module.names()}.",
             value,
         ) from None
-    return resolved
 
 
-def _fresh(initializer):
-    # An unseeded Keras initializer object repeats its values on every call;
-    # a copy made from its config draws a new seed, so that layers (or the
-    # kernel and bias) sharing one posterior object do not start equal.
-    if isinstance(initializer, keras.initializers.Initializer):
-        return type(initializer).from_config(initializer.get_config())
-    return initializer
-
-
-def _rademacher(shape, dtype, seed):
-    bits = keras.random.randint(shape, 0, 2, dtype="int32", seed=seed)
-    return ops.cast(bits, dtype) * 2 - 1
-
-
-def _variance_floor(dtype):
-    # Keeps sqrt differentiable where an input row is all zeros; far below
-    # any variance that matters, but representable in half precision.
-    return (
-        1e-6
-        if keras.backend.standardize_dtype(dtype)
-        in (
-            "float16",
-            "bfloat16",
+def check_prior(weight, posterior, prior):
+    """A prior needs a stochastic posterior: the KL of a point is undefined."""
+    if prior is not None and not posterior.stochastic:
+        raise _validation.invalid(
+            f"{weight}_prior",
+            f"A prior needs a stochastic `{weight}_posterior` (the KL of a "
+            f"point estimate is undefined): use {weight}_posterior="
+            f"'mean_field_normal' or {weight}_prior=None.",
+            prior,
         )
-        else 1e-12
-    )
+
+
+def _known_bool(flag):
+    """`bool(flag)` when its value is known now (eager execution), None
+    inside a traced function (`tf.function`, `jax.jit`)."""
+    try:
+        return bool(ops.convert_to_numpy(flag) > 0.5)
+    except (TypeError, RuntimeError):
+        # A symbolic TensorFlow tensor (NotImplementedError) or a JAX
+        # tracer (TracerArrayConversionError, a TypeError).
+        return None
+
+
+class _KLCache:
+    """The last eager mean-mode KL and the state of the variables it came
+    from (a plain object: Keras does not track it)."""
+
+    key = None
+    kl = None
+    values = None
+
+
+def _unchanged_key(variables):
+    """`(key, values)`: a key that changes whenever one of `variables`
+    changes, where eager execution can tell, and the values to keep alive
+    with it; `(None, None)` where it cannot (nothing is cached).
+
+    JAX arrays are immutable, so an assignment makes a new array (the key
+    keeps the old ones alive, so their ids stay unique). PyTorch counts
+    in-place updates in a tensor's version. A KL that a gradient may flow
+    through (PyTorch recording gradients of a trainable variable) is never
+    taken from the cache.
+    """
+    values = [variable.value for variable in variables]
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return tuple(id(value) for value in values), values
+    if backend == "torch":
+        # A computed (not a view) one-element tensor requires a gradient
+        # exactly when PyTorch records one for the layer's variables.
+        probe = ops.reshape(values[0], (-1,))[:1] * 1.0
+        if getattr(probe, "requires_grad", False):
+            return None, None
+        key = tuple((id(value), value._version) for value in values)
+        return key, values
+    return None, None
+
+
+class PosteriorWeight:
+    """A weight that carries a posterior, as a layer declared it.
+
+    Attributes:
+        name: e.g. `"kernel"`; its variables are `<name>_loc`, ...
+        shape: the variables' shape (member axes first).
+        posterior: a `kb.posteriors` family.
+        prior: a `kb.priors` object, or None (no KL term).
+        variables: `{suffix: variable}`, made by the family.
+    """
+
+    def __init__(self, name, shape, posterior, prior, variables):
+        self.name = name
+        self.shape = tuple(shape)
+        self.posterior = posterior
+        self.prior = prior
+        self.variables = variables
+
+    def parameters(self):
+        return self.posterior.parameters(self.name, self.variables)
+
+    @property
+    def needs_draw_for_kl(self):
+        """Whether the KL is a Monte Carlo estimate at a posterior draw."""
+        return self.prior is not None and not self.prior.closed_form_kl
+
+    def mean(self):
+        """The posterior mean as a NumPy array."""
+        return ops.convert_to_numpy(self.variables["loc"])
+
+    def assign_point(self, weights, moped_delta):
+        """Centre the posterior on trained `weights` (MOPED scale)."""
+        values = self.posterior.point_values(weights, moped_delta)
+        for suffix, value in values.items():
+            variable = self.variables[suffix]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"Cannot set weight '{self.name}' from weights of shape "
+                    f"{tuple(value.shape)}: expected {tuple(variable.shape)}."
+                )
+        for suffix, value in values.items():
+            self.variables[suffix].assign(value)
 
 
 class VariationalLayer(keras.layers.Layer):
     """Base class of the Bayesian layers (not used directly).
 
-    Subclasses set `estimator` and create `self._linear_map` in `__init__`
-    (with the layer's `batch_shape`: a batch of independent posteriors is
-    the map's business, so the estimators below never see it).
+    Subclasses (with a geometry mixin, `geometry.py`, that sets `_map`,
+    `activation`, `batch_shape` and the output shape) declare their
+    weights in `build_weights(input_shape)` and compute outputs in
+    `compute_outputs(inputs, params, draws)`, where `params` maps weight
+    names to `kb.posteriors.Parameters` and `draws` is an
+    `estimators.Draws` in sample mode, None in mean mode.
     """
-
-    estimator = None
 
     def __init__(
         self,
-        activation=None,
-        use_bias=True,
-        kernel_posterior="mean_field_normal",
-        kernel_prior="normal",
-        bias_posterior="deterministic",
-        bias_prior=None,
         kl_weight=1.0,
         posterior_value="sample",
         seed=None,
@@ -102,33 +169,12 @@ class VariationalLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_posterior = _resolve(
-            posteriors, kernel_posterior, "kernel_posterior"
-        )
-        self.kernel_prior = _resolve(priors, kernel_prior, "kernel_prior")
-        self.bias_posterior = _resolve(
-            posteriors, bias_posterior, "bias_posterior"
-        )
-        self.bias_prior = _resolve(priors, bias_prior, "bias_prior")
-        for weight in ("kernel", "bias"):
-            posterior = getattr(self, f"{weight}_posterior")
-            prior = getattr(self, f"{weight}_prior")
-            if prior is not None and not posterior.stochastic:
-                raise _validation.invalid(
-                    f"{weight}_prior",
-                    f"A prior needs a stochastic `{weight}_posterior` (the "
-                    "KL of a point estimate is undefined): use "
-                    f"{weight}_posterior='mean_field_normal' or "
-                    f"{weight}_prior=None.",
-                    prior,
-                )
         self._kl_weight = _validation.kl_weight(kl_weight)
         self._posterior_value = _validation.posterior_value(posterior_value)
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self._linear_map = None
+        self.posterior_weights = []
+        self._kl_cache = _KLCache()
 
     # -- steering -------------------------------------------------------
 
@@ -161,48 +207,27 @@ class VariationalLayer(keras.layers.Layer):
                 1.0 if self._posterior_value == "sample" else 0.0
             )
 
-    # -- variables ------------------------------------------------------
+    # -- weights --------------------------------------------------------
 
-    @property
-    def batch_shape(self):
-        """The shape of the batch of independent posteriors (`()`: one)."""
-        return self._linear_map.batch_shape
+    def declare_weight(self, name, shape, posterior, prior):
+        """Declare a weight with a posterior; returns its `PosteriorWeight`.
 
-    def _initializer(self, initializer):
-        if self.batch_shape:
-            return linear_maps.member_initializer(initializer, self.batch_shape)
-        return _fresh(initializer)
+        The family makes the variables (`<name>_loc`, ...), each member
+        drawn on its own (`batch_shape`).
+        """
+        batch_shape = self.batch_shape
 
-    def _add_posterior_variables(self, weight, shape, posterior):
-        loc = self.add_weight(
-            name=f"{weight}_loc",
-            shape=shape,
-            initializer=self._initializer(posterior.loc_initializer),
-            autocast=False,
-        )
-        setattr(self, f"{weight}_loc", loc)
-        if posterior.stochastic:
-            scale = self.add_weight(
-                name=f"{weight}_untransformed_scale",
-                shape=shape,
-                initializer=self._initializer(
-                    posterior.untransformed_scale_initializer
-                ),
-                autocast=False,
-            )
-            setattr(self, f"{weight}_untransformed_scale", scale)
+        def wrap(initializer):
+            return member_weights.member_initializer(initializer, batch_shape)
+
+        variables = posterior.create(self, name, shape, wrap)
+        weight = PosteriorWeight(name, shape, posterior, prior, variables)
+        self.posterior_weights.append(weight)
+        return weight
 
     def build(self, input_shape):
-        in_channels = self._linear_map.input_channels(input_shape, self.name)
-        self._add_posterior_variables(
-            "kernel",
-            self._linear_map.kernel_shape(in_channels),
-            self.kernel_posterior,
-        )
-        if self.use_bias:
-            self._add_posterior_variables(
-                "bias", self._linear_map.bias_shape(), self.bias_posterior
-            )
+        self.build_weights(input_shape)
+        kl_logging.attach(self)
         self._kl_weight_variable = self.add_weight(
             name="kl_weight",
             shape=(),
@@ -221,106 +246,117 @@ class VariationalLayer(keras.layers.Layer):
             trainable=False,
             autocast=False,
         )
-        self.input_spec = self._linear_map.input_spec(input_shape, in_channels)
 
-    def _posterior_parameters(self, weight):
-        """`(loc, scale)` in float32; `scale` is None for a point estimate."""
-        loc = ops.convert_to_tensor(getattr(self, f"{weight}_loc"))
-        if not getattr(self, f"{weight}_posterior").stochastic:
-            return loc, None
-        untransformed = getattr(self, f"{weight}_untransformed_scale")
-        return loc, posteriors.MeanFieldNormal.scale(untransformed)
+    def set_from_point(self, weights, moped_delta):
+        """Centre every declared posterior on trained point estimates.
+
+        Args:
+            weights: `{weight name: array}` for every declared weight
+                (e.g. `{"kernel": w, "bias": b}`); plain weights of the
+                layer are matched by variable name.
+            moped_delta: the relative posterior scale of MOPED.
+        """
+        for weight in self.posterior_weights:
+            weight.assign_point(weights[weight.name], moped_delta)
 
     # -- forward --------------------------------------------------------
 
-    def call(self, inputs):
-        sample = ops.convert_to_tensor(self._posterior_sample_variable)
-        loc, scale = self._posterior_parameters("kernel")
-        outputs, eps = self._apply_kernel(inputs, loc, scale, sample)
-        kl = self._kl(self.kernel_prior, loc, scale, eps)
-        if self.use_bias:
-            loc, scale = self._posterior_parameters("bias")
-            eps = None
-            bias = loc
-            if scale is not None:
-                eps = keras.random.normal(loc.shape, seed=self.seed_generator)
-                bias = loc + sample * scale * eps
-            outputs = self._linear_map.add_bias(
-                outputs, ops.cast(bias, outputs.dtype)
+    def call(self, inputs, training=None):
+        # A Monte Carlo KL scores the draw the outputs used: such weights
+        # draw their noise before the branch.
+        noise = {
+            w.name: keras.random.normal(w.shape, seed=self.seed_generator)
+            for w in self.posterior_weights
+            if w.needs_draw_for_kl
+        }
+        sample = self._posterior_sample_variable
+        if keras.backend.backend() == "torch":
+            # Always eager: read the flag directly, the cheapest way.
+            known = float(sample.value) > 0.5
+        else:
+            known = _known_bool(sample)
+        if known is None:
+            draws = estimators.Draws(self.seed_generator, noise)
+            outputs, kl = ops.cond(
+                sample > 0.5,
+                lambda: self._sampled(inputs, draws, noise),
+                lambda: self._at_mean(inputs, noise),
             )
-            kl = kl + self._kl(self.bias_prior, loc, scale, eps)
-        self.add_loss(kl * self._kl_weight_variable)
+        elif known:
+            draws = estimators.Draws(self.seed_generator, noise)
+            outputs, kl = self._sampled(inputs, draws, noise)
+        else:
+            outputs = self.compute_outputs(inputs, self._means(), None)
+            weighted = self._eager_mean_kl(noise)
+        if known is None or known:
+            weighted = kl * self._kl_weight_variable
+        self.add_loss(weighted)
+        kl_logging.record(self, weighted, training)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
 
-    def _apply_kernel(self, inputs, loc, scale, sample):
-        """The estimator: outputs before bias, and the kernel noise used.
+    def _posterior_parameters(self):
+        return {w.name: w.parameters() for w in self.posterior_weights}
 
-        `sample` is 1.0 or 0.0; at 0.0 every estimator reduces exactly to the
-        posterior mean, `f(inputs, loc)`.
-        """
-        linear_map = self._linear_map
-        dtype = self.compute_dtype
-        if scale is None:
-            return linear_map(inputs, ops.cast(loc, dtype)), None
-        seed = self.seed_generator
-        if self.estimator == LOCAL_REPARAMETERIZATION:
-            mean = linear_map(inputs, ops.cast(loc, dtype))
-            variance = linear_map(
-                ops.square(inputs), ops.cast(ops.square(scale), dtype)
+    def _means(self):
+        """The posterior means only: mean mode needs no scale."""
+        return {
+            w.name: posteriors.Parameters(
+                w.name, ops.convert_to_tensor(w.variables["loc"]), None
             )
-            noise = keras.random.normal(ops.shape(mean), dtype=dtype, seed=seed)
-            stddev = ops.sqrt(variance + _variance_floor(dtype))
-            return mean + ops.cast(sample, dtype) * stddev * noise, None
-        eps = keras.random.normal(loc.shape, seed=seed)
-        delta = sample * scale * eps
-        if self.estimator == REPARAMETERIZATION:
-            return linear_map(inputs, ops.cast(loc + delta, dtype)), eps
-        sign_in_shape, sign_out_shape = linear_map.sign_shapes(inputs)
-        sign_in = _rademacher(sign_in_shape, dtype, seed)
-        sign_out = _rademacher(sign_out_shape, dtype, seed)
-        # Signs differ per member: inputs shared by the members are
-        # expanded to one copy per member here.
-        mean = linear_map(inputs, ops.cast(loc, dtype))
-        perturbation = linear_map(
-            linear_map.expand_members(inputs) * sign_in, ops.cast(delta, dtype)
+            for w in self.posterior_weights
+        }
+
+    def _kl(self, params, noise):
+        """The unweighted KL of every declared weight, in float32."""
+        kl = ops.zeros((), dtype="float32")
+        for weight in self.posterior_weights:
+            kl = kl + priors.kl_divergence(
+                weight.prior, params[weight.name], noise.get(weight.name)
+            )
+        return kl
+
+    def _sampled(self, inputs, draws, noise):
+        params = self._posterior_parameters()
+        return self.compute_outputs(inputs, params, draws), self._kl(
+            params, noise
         )
-        return mean + perturbation * sign_out, eps
 
-    def _kl(self, prior, loc, scale, eps):
-        """`KL(q || prior)` in float32 for one weight, 0 without a prior.
+    def _at_mean(self, inputs, noise):
+        # The KL is an output of the branch: where nothing reads it (a
+        # compiled `predict`), the compiler drops it with its scales.
+        outputs = self.compute_outputs(inputs, self._means(), None)
+        return outputs, self._kl(self._posterior_parameters(), noise)
 
-        Closed form where the prior has one; otherwise `log q(w) - log p(w)`
-        at `w = loc + scale * eps`, the draw this call used when there is one.
+    def _eager_mean_kl(self, noise):
+        """The weighted KL in eager mean mode, reused while no variable (nor
+        `kl_weight`) changed.
+
+        Serving at the mean calls the layer again and again with the same
+        weights; the closed-form KL of unchanged variables is the same
+        tensor, so it is computed once (never for a Monte Carlo KL, never
+        where a gradient may flow through it).
         """
-        if prior is None:
-            return ops.zeros((), dtype="float32")
-        closed_form = prior.kl_from_normal(loc, scale)
-        if closed_form is not None:
-            return closed_form
-        if eps is None:
-            eps = keras.random.normal(loc.shape, seed=self.seed_generator)
-        weights = loc + scale * eps
-        log_q = -0.5 * ops.square(eps) - ops.log(scale) - _HALF_LOG_2PI
-        return ops.sum(log_q - prior.log_prob(weights))
-
-    def compute_output_shape(self, input_shape):
-        return self._linear_map.output_shape(input_shape, self.name)
+        variables = [
+            v for w in self.posterior_weights for v in w.variables.values()
+        ]
+        key, values = _unchanged_key(variables + [self._kl_weight_variable])
+        cache = self._kl_cache
+        if key is not None and not noise and cache.key == key:
+            return cache.kl
+        kl = self._kl(self._posterior_parameters(), noise)
+        kl = kl * self._kl_weight_variable
+        if key is not None and not noise:
+            cache.key, cache.kl, cache.values = key, kl, values
+        return kl
 
     # -- saving ---------------------------------------------------------
 
     def get_config(self):
         config = super().get_config()
-        config.update(self._linear_map.get_config())
         config.update(
             {
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_posterior": posteriors.serialize(self.kernel_posterior),
-                "kernel_prior": priors.serialize(self.kernel_prior),
-                "bias_posterior": posteriors.serialize(self.bias_posterior),
-                "bias_prior": priors.serialize(self.bias_prior),
                 "kl_weight": self.kl_weight,
                 "posterior_value": self.posterior_value,
                 "seed": self.seed,
@@ -329,63 +365,22 @@ class VariationalLayer(keras.layers.Layer):
         return config
 
     def save_own_variables(self, store):
-        # By name rather than position, so that adding a variable in a later
-        # version does not shift every saved value; each with a checksum,
-        # so that damaged bytes fail to load instead of loading silently.
-        from keras_bayes import saving
-
-        for variable in (
-            self._trainable_variables + self._non_trainable_variables
-        ):
-            value = ops.convert_to_numpy(variable)
-            store[variable.name] = value
-            store[variable.name + saving.CHECKSUM_SUFFIX] = saving.checksum(
-                value
-            )
+        saving.save_variables(self, store)
 
     def load_own_variables(self, store):
-        from keras_bayes import saving
-
-        own = self._trainable_variables + self._non_trainable_variables
-        suffix = saving.CHECKSUM_SUFFIX
-        stored = set(store.keys())
-        keys = [key for key in stored if not key.endswith(suffix)]
-        if keys and all(key.isdigit() for key in keys):
-            # Keras' default positional layout, in the order of `own`, with
-            # or without the control variables (older files lack them).
-            posterior = [v for v in own if v.name not in _CONTROL_VARIABLES]
-            layout = own if len(keys) == len(own) else posterior
-            if sorted(keys, key=int) != [str(i) for i in range(len(layout))]:
-                raise ValueError(
-                    f"Layer '{self.name}' expected {len(own)} saved "
-                    f"variables (or {len(posterior)} without "
-                    f"{list(_CONTROL_VARIABLES)}), found {len(keys)}."
-                )
-            values = {layout[int(key)].name: store[key] for key in keys}
-        else:
-            values = {key: store[key] for key in keys}
-            # Files saved before checksums existed have none: nothing to
-            # verify, they load as before.
-            for name, value in values.items():
-                if name + suffix in stored:
-                    saving.verify_checksum(
-                        self.name, name, value, store[name + suffix]
-                    )
-        names = {variable.name for variable in own}
-        missing = sorted(
-            name
-            for name in names - set(values)
-            if name not in _CONTROL_VARIABLES
-        )
-        unexpected = sorted(set(values) - names)
-        if missing or unexpected:
-            raise ValueError(
-                f"Layer '{self.name}' cannot load the saved weights: "
-                f"missing {missing}, unexpected {unexpected}. The saved "
-                "layer had different posteriors or `use_bias`."
-            )
-        for variable in own:
-            if variable.name in values:
-                variable.assign(values[variable.name])
+        saving.load_variables(self, store, optional=CONTROL_VARIABLES)
         self._kl_weight = self.kl_weight
         self._posterior_value = self.posterior_value
+
+
+def serialize_posteriors(layer, names):
+    """Config entries `<name>_posterior` / `<name>_prior` of a layer."""
+    config = {}
+    for name in names:
+        config[f"{name}_posterior"] = posteriors.serialize(
+            getattr(layer, f"{name}_posterior")
+        )
+        config[f"{name}_prior"] = priors.serialize(
+            getattr(layer, f"{name}_prior")
+        )
+    return config

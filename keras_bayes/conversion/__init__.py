@@ -1,0 +1,5 @@
+"""Turn a trained Keras model into a Bayesian one (MOPED initialisation)."""
+
+from keras_bayes.conversion.blocks import ConvertedBlock
+from keras_bayes.conversion.convert import to_bayesian
+from keras_bayes.conversion.graph import moped_untransformed_scale
