@@ -18,10 +18,10 @@ import tempfile
 
 import keras
 import numpy as np
-from keras import ops
 
 import keras_bayes as kb
 from keras_bayes.layers.variational import VariationalLayer
+from tests.helpers import normal_inputs, to_numpy
 from tests.keras_support import skip_unless_keras_runs
 
 
@@ -48,6 +48,11 @@ DENSE_CLASSES = [
     kb.layers.DenseFlipout,
     kb.layers.DenseLocalReparameterization,
 ]
+# The variables of a Bayesian layer with the default posteriors (a
+# stochastic bias adds `bias_untransformed_scale`), for
+# `expected_variable_names`.
+POSTERIOR_NAMES = ["kernel_loc", "kernel_untransformed_scale", "bias_loc"]
+CONTROL_NAMES = ["kl_weight", "posterior_sample"]
 
 
 _ESTIMATOR_SUFFIXES = (
@@ -67,37 +72,12 @@ def keras_counterpart(layer_cls):
     return getattr(keras.layers, name, None)
 
 
-def _inputs(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
-def _to_numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def randomize_posterior(layer, seed=1):
-    """Give a Bayesian layer's posterior distinctive values.
-
-    Random normal locations (a zero bias would hide a missing bias add) and
-    untransformed scales in (0.5, 1.5), i.e. scales of about 1-1.7: a draw
-    leaking into mean mode would move outputs by O(1).
-    """
-    rng = np.random.default_rng(seed)
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = rng.uniform(0.5, 1.5, size=shape)
-        else:
-            value = rng.normal(size=shape)
-        variable.assign(value.astype("float32"))
-
-
 def _mean_outputs(model, x):
     from keras_bayes import set_posterior_value
 
     set_posterior_value(model, "mean")
     try:
-        return _to_numpy(model(x))
+        return to_numpy(model(x))
     finally:
         set_posterior_value(model, "sample")
 
@@ -118,7 +98,7 @@ def run_layer_test(
     member_shape = _member_input_shape(layer_cls, init_kwargs, input_shape)
     if keras_cls is not None:
         skip_unless_keras_runs(keras_cls, init_kwargs, member_shape)
-    x = _inputs(input_shape)
+    x = normal_inputs(input_shape)
 
     # Config round trip, directly and through Keras serialization.
     layer = layer_cls(**init_kwargs)
@@ -151,13 +131,13 @@ def run_layer_test(
         expected_output_shape
     )
     assert len(layer.weights) == n_weights, "the layer was built twice"
-    assert np.all(np.isfinite(_to_numpy(y)))
+    assert np.all(np.isfinite(to_numpy(y)))
     if bayesian:
         assert len(layer.losses) == 1, layer.losses
         kl = layer.losses[0]
         assert tuple(kl.shape) == ()
         assert keras.backend.standardize_dtype(kl.dtype) == "float32"
-        assert np.isfinite(_to_numpy(kl))
+        assert np.isfinite(to_numpy(kl))
         layer(x)
         assert len(layer.losses) == 1, "losses accumulate across calls"
 
@@ -194,11 +174,11 @@ def _check_fit(layer_cls, init_kwargs, x, expected_output_shape):
         [keras.Input(shape=x.shape[1:]), layer_cls(**init_kwargs)]
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    before = [_to_numpy(v) for v in model.trainable_weights]
-    y = _inputs(expected_output_shape, seed=1)
+    before = [to_numpy(v) for v in model.trainable_weights]
+    y = normal_inputs(expected_output_shape, seed=1)
     history = model.fit(x, y, epochs=1, batch_size=len(x), verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    after = [_to_numpy(v) for v in model.trainable_weights]
+    after = [to_numpy(v) for v in model.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
@@ -214,9 +194,9 @@ def _check_save_load(layer_cls, init_kwargs, x):
     original, restored = model.layers[-1], loaded.layers[-1]
     assert type(restored) is layer_cls
     assert restored.get_config() == original.get_config()
-    saved = {v.name: _to_numpy(v) for v in original.weights}
+    saved = {v.name: to_numpy(v) for v in original.weights}
     for variable in restored.weights:
-        np.testing.assert_array_equal(_to_numpy(variable), saved[variable.name])
+        np.testing.assert_array_equal(to_numpy(variable), saved[variable.name])
     np.testing.assert_allclose(_mean_outputs(loaded, x), expected, rtol=1e-6)
 
 
@@ -229,4 +209,4 @@ def _check_mixed_precision(layer_cls, init_kwargs, x, bayesian):
     if bayesian:
         kl = layer.losses[0]
         assert keras.backend.standardize_dtype(kl.dtype) == "float32"
-        assert np.isfinite(_to_numpy(kl))
+        assert np.isfinite(to_numpy(kl))

@@ -17,8 +17,9 @@ the weights after the step must equal the single-device ones (a KL
 gradient counted per replica would double the KL's share of the update).
 
 The device set-up has to precede the backend's initialisation, so each case
-runs in fresh Python processes (`WORKER`, below), started from the pytest
-process of the matching backend.
+runs in fresh Python processes (`WORKER`, below, which imports the shared
+test helpers from the repository root), started from the pytest process of
+the matching backend.
 """
 
 import json
@@ -53,6 +54,8 @@ import keras
 import numpy as np
 
 import keras_bayes as kb
+from tests.helpers import layer_kl
+from tests.references import softmax_cross_entropy
 
 KL_WEIGHT = 0.01
 BATCH = 8  # global batch: 4 examples per replica
@@ -90,19 +93,13 @@ def build():
 
 def numpy_loss(model, xs, ys):
     # Cross-entropy of the mean-mode logits plus the closed-form KL of
-    # N(loc, scale) from N(0, 1), in float64.
-    logits = np.asarray(model.predict(xs, verbose=0), dtype="float64")
-    logits -= logits.max(axis=1, keepdims=True)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    cross_entropy = -log_p[np.arange(len(ys)), ys].mean()
-    kl = 0.0
-    for layer in kb.workflows.bayesian_layers(model):
-        loc = keras.ops.convert_to_numpy(layer.kernel_loc).astype("float64")
-        raw = keras.ops.convert_to_numpy(layer.kernel_untransformed_scale)
-        raw = raw.astype("float64")
-        scale = np.log1p(np.exp(raw)) + 1e-5
-        kl_layer = -np.log(scale) + 0.5 * (scale**2 + loc**2) - 0.5
-        kl += layer.kl_weight * kl_layer.sum()
+    # N(loc, scale) from the N(0, 1) priors, in float64.
+    logits = model.predict(xs, verbose=0)
+    cross_entropy = softmax_cross_entropy(logits, ys)
+    kl = sum(
+        layer.kl_weight * layer_kl(layer)
+        for layer in kb.workflows.bayesian_layers(model)
+    )
     return float(cross_entropy), float(kl)
 
 

@@ -6,13 +6,14 @@ every estimator gives each output element a normal marginal with
     mean     = conv(x, loc) + bias
     variance = conv(x**2, scale**2)  (+ bias_scale**2 for a stochastic bias)
 
-(for Flipout because the signs square to one). The references below are
-computed in float64 numpy with a small convolution of our own, from the
-variable values. The estimators differ in how draws are shared: one kernel
-per call for reparameterization (identical examples get identical outputs),
-uncorrelated perturbations across examples for Flipout and local
-reparameterization, which is what makes Flipout's gradient variance fall
-like 1 / batch size (Wen et al. 2018).
+(for Flipout because the signs square to one), for convolutions,
+transposed convolutions and dense layers alike, and per member for a
+`batch_shape`. The references are computed in float64 NumPy
+(`tests/references.py`) from the variable values. The estimators differ in
+how draws are shared: one kernel per call for reparameterization (identical
+examples get identical outputs), uncorrelated perturbations across examples
+for Flipout and local reparameterization, which is what makes Flipout's
+gradient variance fall like 1 / batch size (Wen et al. 2018).
 """
 
 import functools
@@ -20,9 +21,16 @@ import functools
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
+from tests import references
+from tests.helpers import assign_posterior, normal_inputs, to_numpy
+from tests.keras_support import skip_unless_keras_runs
+from tests.layer_test import (
+    BAYES_CONV,
+    TRANSPOSE_CLASSES,
+    keras_counterpart,
+)
 
 # Independent calls per statistic. Each check below allows 5 standard errors
 # (a two-sided normal tail of 5.7e-7 per element; at most a few hundred
@@ -32,70 +40,16 @@ NUM_CALLS = 1000
 Z = 5.0
 # float32 arithmetic in the layer against the float64 reference.
 FLOAT_ATOL = 1e-4
+# Posterior values: scales varying per weight in (0.2, 1), so that a
+# misplaced scale (wrong axis, wrong weight) changes the variances.
+LOC_STD = 0.5
+SCALE_RANGE = (-1.5, 0.5)
 
-
-def _to_numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def _softplus(u):
-    return np.logaddexp(0.0, u)
-
-
-def _scale(untransformed):
-    """The documented posterior scale, `softplus(u) + 1e-5`, in float64."""
-    return _softplus(np.asarray(untransformed, "float64")) + 1e-5
-
-
-def numpy_conv(x, kernel, strides, dilation_rate):
-    """channels_last convolution, "valid" padding, groups=1, float64.
-
-    `x`: `(N, *spatial, C_in)`; `kernel`: `(*kernel_size, C_in, C_out)`.
-    The output is a sum over kernel offsets of strided input slices times
-    the kernel tap at that offset.
-    """
-    x = np.asarray(x, "float64")
-    kernel = np.asarray(kernel, "float64")
-    rank = x.ndim - 2
-    kernel_size = kernel.shape[:rank]
-    out_size = [
-        (x.shape[1 + i] - dilation_rate[i] * (kernel_size[i] - 1) - 1)
-        // strides[i]
-        + 1
-        for i in range(rank)
-    ]
-    out = np.zeros((x.shape[0], *out_size, kernel.shape[-1]))
-    for offset in np.ndindex(*kernel_size):
-        window = tuple(
-            slice(
-                offset[i] * dilation_rate[i],
-                offset[i] * dilation_rate[i]
-                + (out_size[i] - 1) * strides[i]
-                + 1,
-                strides[i],
-            )
-            for i in range(rank)
-        )
-        out += x[(slice(None),) + window] @ kernel[offset]
-    return out
-
-
-def test_numpy_conv_reference_by_hand():
-    # A 1D case small enough to do on paper: x = [1, 2, 3, 4, 5], kernel
-    # [1, -1] with dilation 2 and stride 2 gives x[t] - x[t + 2] at t = 0, 2.
-    x = np.arange(1.0, 6.0).reshape(1, 5, 1)
-    kernel = np.array([1.0, -1.0]).reshape(2, 1, 1)
-    out = numpy_conv(x, kernel, strides=(2,), dilation_rate=(2,))
-    np.testing.assert_array_equal(out.ravel(), [-2.0, -2.0])
-    # Two input channels, 2D, stride 1: a plain sum of products.
-    x = np.arange(18.0).reshape(1, 3, 3, 2)
-    kernel = np.ones((2, 2, 2, 1))
-    out = numpy_conv(x, kernel, strides=(1, 1), dilation_rate=(1, 1))
-    assert out[0, 0, 0, 0] == (0 + 1 + 2 + 3) + (6 + 7 + 8 + 9)
-
-
-# `(id, layer class, kwargs, input shape without batch, strides, dilation)`.
-# Strides and dilation go to the numpy reference; None means a dense layer.
+# `(layer class, kwargs, input shape without batch, strides, dilation)`.
+# Strides and dilation go to the NumPy reference; None means a dense
+# layer. With a `batch_shape`, an input shape with one axis more than a
+# member's carries one input per member; otherwise every member gets the
+# same input.
 CASES = {
     "conv1d_reparameterization_strides2": (
         kb.layers.Conv1DReparameterization,
@@ -117,6 +71,44 @@ CASES = {
         (3, 2, 2, 2),
         (1, 1, 1),
         (1, 1, 1),
+    ),
+    "conv1d_transpose_reparameterization_strides2": (
+        kb.layers.Conv1DTransposeReparameterization,
+        {"filters": 2, "kernel_size": 3, "strides": 2},
+        (4, 2),
+        (2,),
+        (1,),
+    ),
+    "conv2d_transpose_flipout_dilation2": (
+        kb.layers.Conv2DTransposeFlipout,
+        {"filters": 2, "kernel_size": 2, "dilation_rate": 2},
+        (3, 2, 2),
+        (1, 1),
+        (2, 2),
+    ),
+    "conv3d_transpose_flipout_strides2": (
+        kb.layers.Conv3DTransposeFlipout,
+        {"filters": 2, "kernel_size": 2, "strides": 2},
+        (2, 1, 2, 2),
+        (2, 2, 2),
+        (1, 1, 1),
+    ),
+    # Two members, one input for both: each member's outputs follow its own
+    # posterior, with Flipout signs per member.
+    "conv2d_transpose_flipout_two_members": (
+        kb.layers.Conv2DTransposeFlipout,
+        {"filters": 2, "kernel_size": 2, "strides": 2, "batch_shape": (2,)},
+        (2, 2, 2),
+        (2, 2),
+        (1, 1),
+    ),
+    # Two members with an input each.
+    "conv1d_transpose_reparameterization_member_inputs": (
+        kb.layers.Conv1DTransposeReparameterization,
+        {"filters": 2, "kernel_size": 3, "strides": 2, "batch_shape": (2,)},
+        (2, 3, 2),
+        (2,),
+        (1,),
     ),
     "dense_reparameterization_stochastic_bias": (
         kb.layers.DenseReparameterization,
@@ -142,32 +134,26 @@ CASES = {
 }
 
 
-REPARAMETERIZATION_CLASSES = (
-    kb.layers.Conv1DReparameterization,
-    kb.layers.Conv2DReparameterization,
-    kb.layers.Conv3DReparameterization,
-    kb.layers.DenseReparameterization,
-)
+REPARAMETERIZATION_CLASSES = tuple(
+    classes[0] for classes in BAYES_CONV.values()
+) + (kb.layers.DenseReparameterization,)
 
 
-def _assign_posterior(layer, seed):
-    """Known posterior values, with scales varying per weight in (0.2, 1).
+def _member_inputs(case_id):
+    """Whether the case's inputs carry one input per member."""
+    _, kwargs, feature_shape, strides, _ = CASES[case_id]
+    member_rank = 1 if strides is None else len(strides) + 1
+    return "batch_shape" in kwargs and len(feature_shape) > member_rank
 
-    Varying scales make a misplaced scale (wrong axis, wrong weight) change
-    the variances.
-    """
-    rng = np.random.default_rng(seed)
-    values = {}
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = rng.uniform(-1.5, 0.5, size=shape)
-        else:
-            value = rng.normal(0.0, 0.5, size=shape)
-        value = value.astype("float32")
-        variable.assign(value)
-        values[variable.name] = value
-    return values
+
+def _skip_unless_keras_runs(case_id):
+    layer_cls, kwargs, feature_shape, _, _ = CASES[case_id]
+    member_shape = (
+        feature_shape[1:] if _member_inputs(case_id) else feature_shape
+    )
+    skip_unless_keras_runs(
+        keras_counterpart(layer_cls), kwargs, (3,) + member_shape
+    )
 
 
 @functools.cache
@@ -183,7 +169,9 @@ def _draws(case_id):
     layer_cls, kwargs, feature_shape, _, _ = CASES[case_id]
     layer = layer_cls(**kwargs, seed=1234)
     model = keras.Sequential([keras.Input(shape=feature_shape), layer])
-    values = _assign_posterior(layer, seed=5)
+    values = assign_posterior(
+        layer, seed=5, loc_std=LOC_STD, scale_range=SCALE_RANGE
+    )
     rng = np.random.default_rng(6)
     x0, x1 = rng.normal(size=(2,) + feature_shape).astype("float32")
     x = np.stack([x0, x0, x1])
@@ -193,25 +181,59 @@ def _draws(case_id):
     return x, values, outputs
 
 
-def _reference_moments(case_id, x, values):
-    _, _, _, strides, dilation = CASES[case_id]
-    loc = values["kernel_loc"].astype("float64")
-    variance_kernel = _scale(values["kernel_untransformed_scale"]) ** 2
+def _linear_map(case_id, x, kernel):
+    """The case's map (dense, convolution or transposed) of `x`, float64."""
+    layer_cls, _, _, strides, dilation = CASES[case_id]
     if strides is None:
-        x = x.astype("float64")
-        mean, variance = x @ loc, (x**2) @ variance_kernel
-    else:
-        mean = numpy_conv(x, loc, strides, dilation)
-        variance = numpy_conv(x**2, variance_kernel, strides, dilation)
-    mean = mean + values["bias_loc"]
-    if "bias_untransformed_scale" in values:
-        variance = variance + _scale(values["bias_untransformed_scale"]) ** 2
+        return references.dense(x, kernel)
+    if layer_cls in TRANSPOSE_CLASSES:
+        return references.conv_transpose(x, kernel, strides, dilation)
+    return references.conv(x, kernel, strides, dilation)
+
+
+def _member_moments(case_id, x, loc, variance_kernel, bias, bias_variance):
+    x = np.asarray(x, "float64")
+    mean = _linear_map(case_id, x, loc) + bias
+    variance = _linear_map(case_id, x**2, variance_kernel) + bias_variance
     return mean, variance
+
+
+def _reference_moments(case_id, x, values):
+    kwargs = CASES[case_id][1]
+    loc = values["kernel_loc"]
+    variance_kernel = (
+        references.posterior_scale(values["kernel_untransformed_scale"]) ** 2
+    )
+    bias = values["bias_loc"]
+    bias_variance = 0.0
+    if "bias_untransformed_scale" in values:
+        bias_variance = (
+            references.posterior_scale(values["bias_untransformed_scale"]) ** 2
+        )
+    if "batch_shape" not in kwargs:
+        return _member_moments(
+            case_id, x, loc, variance_kernel, bias, bias_variance
+        )
+    member_inputs = _member_inputs(case_id)
+    means, variances = [], []
+    for member in range(kwargs["batch_shape"][0]):
+        mean, variance = _member_moments(
+            case_id,
+            x[:, member] if member_inputs else x,
+            loc[member],
+            variance_kernel[member],
+            bias[member],
+            bias_variance[member] if np.ndim(bias_variance) else 0.0,
+        )
+        means.append(mean)
+        variances.append(variance)
+    return np.stack(means, axis=1), np.stack(variances, axis=1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_output_mean_and_variance(case_id):
+    _skip_unless_keras_runs(case_id)
     x, values, outputs = _draws(case_id)
     mean, variance = _reference_moments(case_id, x, values)
     assert outputs.shape[1:] == mean.shape
@@ -247,7 +269,8 @@ def test_output_mean_and_variance(case_id):
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_identical_examples_in_one_batch(case_id):
-    layer_cls, _, _, _, _ = CASES[case_id]
+    layer_cls = CASES[case_id][0]
+    _skip_unless_keras_runs(case_id)
     x, values, outputs = _draws(case_id)
     if issubclass(layer_cls, REPARAMETERIZATION_CLASSES):
         # One kernel per call: the two copies see the same weights.
@@ -285,13 +308,13 @@ def _gradient_draws(layer_cls, batch_size, num_draws, seed):
     loc = rng.normal(0.0, 0.5, size=(3, 2, 2)).astype("float32")
     layer.kernel_loc.assign(loc)
     layer.kernel_untransformed_scale.assign(np.full((3, 2, 2), -0.5, "float32"))
-    start = [_to_numpy(v) for v in model.trainable_weights]
+    start = [to_numpy(v) for v in model.trainable_weights]
     xs = np.repeat(x, batch_size, axis=0)
     targets = np.repeat(target, batch_size, axis=0)
     gradients = []
     for _ in range(num_draws):
         model.train_on_batch(xs, targets)
-        gradients.append(loc - _to_numpy(layer.kernel_loc))
+        gradients.append(loc - to_numpy(layer.kernel_loc))
         # Back to the same weights (the scale took a step as well).
         for variable, value in zip(model.trainable_weights, start):
             variable.assign(value)
@@ -340,25 +363,27 @@ def _seeding_pair(layer_cls, kwargs, seeds):
     """Two layers with the given seeds and identical weights, and inputs."""
     rank = 2 if "filters" in kwargs else 0
     shape = (3,) + (4,) * rank + (2,)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    x = normal_inputs(shape)
     layers = [layer_cls(**kwargs, seed=seed) for seed in seeds]
     for layer in layers:
         layer.build(x.shape)
-        _assign_posterior(layer, seed=2)
+        assign_posterior(
+            layer, seed=2, loc_std=LOC_STD, scale_range=SCALE_RANGE
+        )
     return layers, x
 
 
 @pytest.mark.parametrize("layer_cls, kwargs", SEEDING_CASES, ids=SEEDING_IDS)
 def test_new_draw_on_every_call(layer_cls, kwargs):
     (layer,), x = _seeding_pair(layer_cls, kwargs, [None])
-    first, second = _to_numpy(layer(x)), _to_numpy(layer(x))
+    first, second = to_numpy(layer(x)), to_numpy(layer(x))
     assert not np.allclose(first, second)
 
 
 @pytest.mark.parametrize("layer_cls, kwargs", SEEDING_CASES, ids=SEEDING_IDS)
 def test_unseeded_layers_draw_different_noise(layer_cls, kwargs):
     layers, x = _seeding_pair(layer_cls, kwargs, [None, None])
-    outputs = [_to_numpy(layer(x)) for layer in layers]
+    outputs = [to_numpy(layer(x)) for layer in layers]
     assert not np.allclose(outputs[0], outputs[1])
 
 
@@ -367,6 +392,6 @@ def test_same_int_seed_and_weights_draw_the_same_noise(layer_cls, kwargs):
     layers, x = _seeding_pair(layer_cls, kwargs, [7, 7, 8])
     # Same seed: the same sequence of draws, call after call.
     for _ in range(2):
-        outputs = [_to_numpy(layer(x)) for layer in layers]
+        outputs = [to_numpy(layer(x)) for layer in layers]
         np.testing.assert_array_equal(outputs[0], outputs[1])
         assert not np.allclose(outputs[0], outputs[2])

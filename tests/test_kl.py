@@ -5,6 +5,7 @@ closed form of `KL(N(m, s) || N(m0, s0))` for normal priors, and a large
 numpy Monte Carlo sample of `log q(w) - log p(w)` for the mixture priors.
 """
 
+import functools
 import math
 
 import keras
@@ -13,67 +14,22 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import assign_posterior, normal_inputs, to_numpy
+from tests.references import (
+    mixture_log_density,
+    normal_kl,
+    normal_log_density,
+    posterior_scale,
+)
 
-HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Monte Carlo checks allow 5 standard errors (two-sided tail 5.7e-7).
 Z = 5.0
 
-
-def _to_numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def _scale(untransformed):
-    """The documented posterior scale, `softplus(u) + 1e-5`, in float64."""
-    return np.logaddexp(0.0, np.asarray(untransformed, "float64")) + 1e-5
-
-
-def normal_kl(loc, scale, prior_loc, prior_scale):
-    """Sum of `KL(N(loc, scale) || N(prior_loc, prior_scale))`, float64."""
-    loc, scale = np.asarray(loc, "float64"), np.asarray(scale, "float64")
-    return np.sum(
-        np.log(prior_scale / scale)
-        + (scale**2 + (loc - prior_loc) ** 2) / (2.0 * prior_scale**2)
-        - 0.5
-    )
-
-
-def normal_log_density(x, loc, scale):
-    return -0.5 * ((x - loc) / scale) ** 2 - np.log(scale) - HALF_LOG_2PI
-
-
-def mixture_log_density(x, weight, scale1, scale2):
-    return np.logaddexp(
-        np.log(weight) + normal_log_density(x, 0.0, scale1),
-        np.log(1.0 - weight) + normal_log_density(x, 0.0, scale2),
-    )
-
-
-def test_numpy_normal_kl_reference():
-    # Zero between identical distributions; a pure mean shift of d costs
-    # d**2 / (2 s0**2); a pure scale change s vs s0 costs
-    # log(s0 / s) + s**2 / (2 s0**2) - 1/2.
-    assert normal_kl([0.3], [0.7], 0.3, 0.7) == pytest.approx(0.0, abs=1e-15)
-    assert normal_kl([1.0], [2.0], 0.0, 2.0) == pytest.approx(1.0 / 8.0)
-    assert normal_kl([0.0], [1.0], 0.0, 2.0) == pytest.approx(
-        math.log(2.0) + 1.0 / 8.0 - 0.5
-    )
-
-
-def _assign_posterior(layer, seed, loc_std=0.5, scale_range=(-2.0, 0.5)):
-    """Random posterior values; returns them by variable name."""
-    rng = np.random.default_rng(seed)
-    values = {}
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = rng.uniform(*scale_range, size=shape)
-        else:
-            value = rng.normal(0.0, loc_std, size=shape)
-        value = value.astype("float32")
-        variable.assign(value)
-        values[variable.name] = value
-    return values
+# Random posterior values, returned by variable name; the scales reach
+# both sides of softplus' bend.
+_assign_posterior = functools.partial(
+    assign_posterior, loc_std=0.5, scale_range=(-2.0, 0.5)
+)
 
 
 def _kl_loss(layer, x):
@@ -82,7 +38,7 @@ def _kl_loss(layer, x):
     loss = layer.losses[0]
     assert tuple(loss.shape) == ()
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
-    return float(_to_numpy(loss))
+    return float(to_numpy(loss))
 
 
 KERNEL_PRIOR = (0.3, 0.7)
@@ -118,7 +74,7 @@ def _closed_form_layer(layer_cls, kwargs, bias_prior, kl_weight, value):
 def test_closed_form_kl_for_normal_priors(
     layer_cls, kwargs, input_shape, kl_weight
 ):
-    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    x = normal_inputs(input_shape)
     for value in ("sample", "mean"):
         layer = _closed_form_layer(
             layer_cls,
@@ -131,11 +87,13 @@ def test_closed_form_kl_for_normal_priors(
         v = _assign_posterior(layer, seed=1)
         kernel_kl = normal_kl(
             v["kernel_loc"],
-            _scale(v["kernel_untransformed_scale"]),
+            posterior_scale(v["kernel_untransformed_scale"]),
             *KERNEL_PRIOR,
         )
         bias_kl = normal_kl(
-            v["bias_loc"], _scale(v["bias_untransformed_scale"]), *BIAS_PRIOR
+            v["bias_loc"],
+            posterior_scale(v["bias_untransformed_scale"]),
+            *BIAS_PRIOR,
         )
         assert kernel_kl > 1.0 and bias_kl > 0.1  # both terms matter
 
@@ -170,7 +128,7 @@ def test_closed_form_kl_gradient(layer_cls, kwargs, input_shape):
     #   d/du   = w * (s / s0**2 - 1 / s) * sigmoid(u),  s = softplus(u) + 1e-5
     # (w: kl_weight; u: the untransformed scale).
     kl_weight = 0.5
-    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    x = normal_inputs(input_shape)
     layer = _closed_form_layer(
         layer_cls, kwargs, kb.priors.Normal(*BIAS_PRIOR), kl_weight, "sample"
     )
@@ -194,7 +152,7 @@ def test_closed_form_kl_gradient(layer_cls, kwargs, input_shape):
     ):
         loc = v[f"{name}_loc"].astype("float64")
         untransformed = v[f"{name}_untransformed_scale"].astype("float64")
-        scale = _scale(untransformed)
+        scale = posterior_scale(untransformed)
         sigmoid = 1.0 / (1.0 + np.exp(-untransformed))
         expected = {
             "loc": kl_weight * (loc - prior_loc) / prior_scale**2,
@@ -204,7 +162,7 @@ def test_closed_form_kl_gradient(layer_cls, kwargs, input_shape):
         }
         for part, gradient in expected.items():
             before = v[f"{name}_{part}"]
-            after = _to_numpy(getattr(layer, f"{name}_{part}"))
+            after = to_numpy(getattr(layer, f"{name}_{part}"))
             # Steps of order 1 on values of order 1: float32 rounding of
             # `after` and of the step is ~1e-7 each.
             np.testing.assert_allclose(
@@ -216,7 +174,7 @@ def test_closed_form_kl_gradient(layer_cls, kwargs, input_shape):
     "bias_posterior", ["mean_field_normal", "deterministic"]
 )
 def test_no_bias_term_without_bias_prior(bias_posterior):
-    x = np.random.default_rng(0).normal(size=(2, 4, 4, 2)).astype("float32")
+    x = normal_inputs((2, 4, 4, 2))
     layer = kb.layers.Conv2DReparameterization(
         3,
         2,
@@ -228,13 +186,15 @@ def test_no_bias_term_without_bias_prior(bias_posterior):
     layer.build(x.shape)
     v = _assign_posterior(layer, seed=2)
     kernel_kl = normal_kl(
-        v["kernel_loc"], _scale(v["kernel_untransformed_scale"]), *KERNEL_PRIOR
+        v["kernel_loc"],
+        posterior_scale(v["kernel_untransformed_scale"]),
+        *KERNEL_PRIOR,
     )
     assert _kl_loss(layer, x) == pytest.approx(0.5 * kernel_kl, rel=1e-5)
 
 
 def test_no_kernel_prior_gives_an_exact_zero():
-    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    x = normal_inputs((2, 5, 3))
     layer = kb.layers.Conv1DFlipout(2, 3, kernel_prior=None, kl_weight=3.0)
     for _ in range(2):
         assert _kl_loss(layer, x) == 0.0
@@ -276,14 +236,14 @@ def _mixture_layer(prior, value):
 def test_monte_carlo_kl_is_unbiased(prior_id, value):
     prior, (weight, scale1, scale2) = MIXTURE_PRIORS[prior_id]
     layer, v = _mixture_layer(prior, value)
-    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    x = normal_inputs((4, 3))
     num_calls = 200
     estimates = np.array([_kl_loss(layer, x) for _ in range(num_calls)])
 
     # Reference: E_q[log q(w) - log p(w)] from a large numpy sample of the
     # posterior of all 8 weights (6 kernel, 2 bias).
     loc = np.concatenate([v["kernel_loc"].ravel(), v["bias_loc"]])
-    scale = _scale(
+    scale = posterior_scale(
         np.concatenate(
             [
                 v["kernel_untransformed_scale"].ravel(),
@@ -325,10 +285,10 @@ def test_monte_carlo_kl_uses_the_draw_of_the_forward_pass():
     v = _assign_posterior(layer, seed=5, loc_std=0.1, scale_range=(-3.0, -2.0))
     x = np.eye(4, dtype="float32")
     for _ in range(3):
-        draw = _to_numpy(layer(x)).astype("float64") - v["bias_loc"]
-        kl = float(_to_numpy(layer.losses[0]))
+        draw = to_numpy(layer(x)).astype("float64") - v["bias_loc"]
+        kl = float(to_numpy(layer.losses[0]))
         loc = v["kernel_loc"].astype("float64")
-        scale = _scale(v["kernel_untransformed_scale"])
+        scale = posterior_scale(v["kernel_untransformed_scale"])
         expected = np.sum(
             normal_log_density(draw, loc, scale)
             - mixture_log_density(draw, weight, scale1, scale2)
@@ -347,7 +307,7 @@ def test_fit_moves_the_posterior_to_the_prior():
         bias_prior=kb.priors.Normal(*bias_prior),
     )
     model = keras.Sequential([keras.Input(shape=(3,)), layer])
-    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    x = normal_inputs((4, 3))
     initial_kl = _kl_loss(layer, x)
     assert initial_kl > 10.0
 
@@ -362,8 +322,10 @@ def test_fit_moves_the_posterior_to_the_prior():
         ("kernel", kernel_prior),
         ("bias", bias_prior),
     ):
-        loc = _to_numpy(getattr(layer, f"{name}_loc"))
-        scale = _scale(_to_numpy(getattr(layer, f"{name}_untransformed_scale")))
+        loc = to_numpy(getattr(layer, f"{name}_loc"))
+        scale = posterior_scale(
+            to_numpy(getattr(layer, f"{name}_untransformed_scale"))
+        )
         # Adam with a decaying step settles to ~1e-6 of the optimum here.
         np.testing.assert_allclose(loc, prior_loc, atol=1e-3)
         np.testing.assert_allclose(scale, prior_scale, atol=1e-3)
@@ -371,7 +333,7 @@ def test_fit_moves_the_posterior_to_the_prior():
 
 
 def test_kl_is_float32_under_mixed_precision():
-    x = np.random.default_rng(0).normal(size=(2, 5, 5, 4)).astype("float32")
+    x = normal_inputs((2, 5, 5, 4))
     layers = {}
     for policy in ("mixed_float16", "float32"):
         layer = kb.layers.Conv2DFlipout(8, 3, dtype=policy)
@@ -382,7 +344,7 @@ def test_kl_is_float32_under_mixed_precision():
     assert keras.backend.standardize_dtype(mixed(x).dtype) == "float16"
 
     loc = v["kernel_loc"]
-    scale = _scale(v["kernel_untransformed_scale"])
+    scale = posterior_scale(v["kernel_untransformed_scale"])
     expected = normal_kl(loc, scale, 0.0, 1.0)
     kl_mixed, kl_full = _kl_loss(mixed, x), _kl_loss(full, x)
     # float32 sums of a few hundred terms are exact to ~1e-7 relative;
@@ -402,5 +364,5 @@ def test_inverse_scale_gives_back_the_scale(scale):
     untransformed = kb.posteriors.MeanFieldNormal.inverse_scale([scale])
     assert untransformed.dtype == np.float32
     # The documented transform, in float64, of the float32 result.
-    recovered = np.logaddexp(0.0, untransformed.astype("float64")) + 1e-5
+    recovered = posterior_scale(untransformed)
     np.testing.assert_allclose(recovered, [scale], rtol=1e-6)

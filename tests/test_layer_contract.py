@@ -3,10 +3,7 @@
 import pytest
 
 import keras_bayes as kb
-from tests.layer_test import run_layer_test
-
-POSTERIOR_NAMES = ["kernel_loc", "kernel_untransformed_scale", "bias_loc"]
-CONTROL_NAMES = ["kl_weight", "posterior_sample"]
+from tests.layer_test import CONTROL_NAMES, POSTERIOR_NAMES, run_layer_test
 
 CONV_CASES = [
     (kb.layers.Conv1DReparameterization, (2, 7, 3), (2, 5, 4)),

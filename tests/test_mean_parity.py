@@ -2,39 +2,74 @@
 
 With `posterior_value="mean"` a Bayesian layer must compute exactly what the
 deterministic Keras layer computes with `kernel=kernel_loc` and
-`bias=bias_loc`. Every posterior scale is set large (about 1.3) so that any
-leak of sampling into mean mode would change the outputs by far more than the
+`bias=bias_loc`: convolutions, transposed convolutions and dense layers.
+Every posterior scale is set large (about 1-1.7) so that any leak of
+sampling into mean mode would change the outputs by far more than the
 tolerance.
 """
 
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import assign_posterior, normal_inputs, to_numpy
 from tests.keras_support import skip_unless_keras_runs
-from tests.layer_test import BAYES_CONV, KERAS_CONV
+from tests.layer_test import BAYES_CONV, DENSE_CLASSES, KERAS_CONV
 
 # float32 convolutions of a few dozen products of O(1) numbers: both sides
 # round differently at most by a few ulps of the O(1)-O(10) outputs.
 RTOL = 1e-5
 ATOL = 1e-5
-# softplus(1.0) ~ 1.31: a posterior draw would move outputs by O(1).
-LARGE_UNTRANSFORMED_SCALE = 1.0
 
-DENSE_CLASSES = (
-    kb.layers.DenseReparameterization,
-    kb.layers.DenseFlipout,
-    kb.layers.DenseLocalReparameterization,
-)
 # Non-square spatial sizes, so that a swapped axis changes the output shape.
-SPATIAL = (7, 6, 5)
+CONV_SPATIAL = (7, 6, 5)
+TRANSPOSE_SPATIAL = (5, 4, 3)
 
 
 def _per_axis(rank, first, rest):
     """A tuple argument that differs along the first spatial axis."""
     return (first,) + (rest,) * (rank - 1)
+
+
+# The cases that open and close both convolution grids below, each a
+# `(id, conv kwargs, extra Bayesian kwargs, input channels)`.
+LEADING_CASES = [
+    ("defaults", {"filters": 3, "kernel_size": 2}, {}, 2),
+    (
+        "strides2_same",
+        {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"},
+        {},
+        2,
+    ),
+]
+TRAILING_CASES = [
+    (
+        "no_bias_relu",
+        {
+            "filters": 3,
+            "kernel_size": 2,
+            "use_bias": False,
+            "activation": "relu",
+        },
+        {},
+        2,
+    ),
+    (
+        "stochastic_bias_tanh",
+        {"filters": 3, "kernel_size": 2, "activation": "tanh"},
+        {"bias_posterior": "mean_field_normal", "bias_prior": "normal"},
+        2,
+    ),
+]
+
+
+def _rank3_subset(rank, cases, keep):
+    """The geometry code is rank-generic and ranks 1-2 run the full grid;
+    rank 3 keeps the cases with the most index arithmetic."""
+    if rank != 3:
+        return cases
+    return [case for case in cases if case[0] in keep]
 
 
 def _conv_cases(rank):
@@ -49,13 +84,7 @@ def _conv_cases(rank):
     shapes against another reference.
     """
     cases = [
-        ("defaults", {"filters": 3, "kernel_size": 2}, {}, 2),
-        (
-            "strides2_same",
-            {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"},
-            {},
-            2,
-        ),
+        *LEADING_CASES,
         (
             "per_axis_strides_valid",
             {
@@ -103,23 +132,7 @@ def _conv_cases(rank):
             {},
             6,
         ),
-        (
-            "no_bias_relu",
-            {
-                "filters": 3,
-                "kernel_size": 2,
-                "use_bias": False,
-                "activation": "relu",
-            },
-            {},
-            2,
-        ),
-        (
-            "stochastic_bias_tanh",
-            {"filters": 3, "kernel_size": 2, "activation": "tanh"},
-            {"bias_posterior": "mean_field_normal", "bias_prior": "normal"},
-            2,
-        ),
+        *TRAILING_CASES,
     ]
     if rank == 1:
         cases += [
@@ -146,33 +159,135 @@ def _conv_cases(rank):
                 2,
             ),
         ]
-    if rank == 3:
-        # The geometry code is rank-generic and ranks 1-2 run the full grid;
-        # rank 3 keeps the cases with the most index arithmetic.
-        keep = (
+    return _rank3_subset(
+        rank,
+        cases,
+        (
             "defaults",
             "per_axis_strides_valid",
             "channels_first_strides2_same",
             "channels_first_groups2_dilation2",
-        )
-        cases = [case for case in cases if case[0] in keep]
-    return cases
+        ),
+    )
 
 
-def _conv_params():
+def _transpose_cases(rank):
+    """`(id, conv kwargs, extra Bayesian kwargs, input channels)`.
+
+    In the channels_first cases the last output spatial size differs from
+    `filters`: for those shapes `keras.ops.add` on TensorFlow would add the
+    reference layer's `(1, filters, 1, ...)` bias along the last axis.
+    """
+    cases = [
+        *LEADING_CASES,
+        (
+            "strides2_valid_output_padding1",
+            {
+                "filters": 2,
+                "kernel_size": 3,
+                "strides": 2,
+                "output_padding": 1,
+            },
+            {},
+            3,
+        ),
+        (
+            "strides3_same_even_kernel_output_padding",
+            {
+                "filters": 2,
+                "kernel_size": 2,
+                "strides": 3,
+                "padding": "same",
+                "output_padding": _per_axis(rank, 2, 1),
+            },
+            {},
+            2,
+        ),
+        (
+            "per_axis_kernel_and_strides",
+            {
+                "filters": 2,
+                "kernel_size": _per_axis(rank, 3, 2),
+                "strides": _per_axis(rank, 2, 1),
+                "padding": "VALID",
+            },
+            {},
+            3,
+        ),
+        (
+            "dilation2_same",
+            {
+                "filters": 2,
+                "kernel_size": 3,
+                "dilation_rate": 2,
+                "padding": "same",
+            },
+            {},
+            2,
+        ),
+        (
+            "dilation2_valid_output_padding0",
+            {
+                "filters": 3,
+                "kernel_size": 2,
+                "dilation_rate": _per_axis(rank, 2, 1),
+                "output_padding": 0,
+            },
+            {},
+            2,
+        ),
+        (
+            "channels_first_strides2_same",
+            {
+                "filters": 3,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+                "data_format": "channels_first",
+            },
+            {},
+            2,
+        ),
+        (
+            "channels_first_dilation2_valid",
+            {
+                "filters": 2,
+                "kernel_size": 2,
+                "dilation_rate": 2,
+                "data_format": "channels_first",
+            },
+            {},
+            3,
+        ),
+        *TRAILING_CASES,
+    ]
+    return _rank3_subset(
+        rank,
+        cases,
+        (
+            "strides3_same_even_kernel_output_padding",
+            "per_axis_kernel_and_strides",
+            "dilation2_valid_output_padding0",
+            "channels_first_strides2_same",
+        ),
+    )
+
+
+def _params(cases, transpose):
     # In mean mode both estimators reduce to the same convolution, so the
     # grid alternates between them instead of running every case twice:
     # each estimator still meets every rank and most arguments.
     params = []
     for rank in (1, 2, 3):
-        for i, case in enumerate(_conv_cases(rank)):
-            case_id, conv_kwargs, bayes_kwargs, channels = case
-            layer_cls = BAYES_CONV[rank, False][(i + rank) % 2]
+        for i, (case_id, kwargs, bayes_kwargs, channels) in enumerate(
+            cases(rank)
+        ):
+            layer_cls = BAYES_CONV[rank, transpose][(i + rank) % 2]
             params.append(
                 pytest.param(
                     rank,
                     layer_cls,
-                    conv_kwargs,
+                    kwargs,
                     bayes_kwargs,
                     channels,
                     id=f"{layer_cls.__name__}-{case_id}",
@@ -181,42 +296,10 @@ def _conv_params():
     return params
 
 
-CONV_PARAMS = _conv_params()
-
-
-def _to_numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def _conv_input(rank, channels, data_format, seed=0):
-    spatial = SPATIAL[:rank]
-    if data_format == "channels_first":
-        shape = (2, channels) + spatial
-    else:
-        shape = (2,) + spatial + (channels,)
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
-def _randomize_posterior(layer, seed=1):
-    """Give every posterior variable a distinctive value.
-
-    Locations are random (a zero bias would hide a missing bias add); every
-    untransformed scale is large, so that a draw would be visible.
-    """
-    rng = np.random.default_rng(seed)
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = np.full(shape, LARGE_UNTRANSFORMED_SCALE)
-        else:
-            value = rng.normal(size=shape)
-        variable.assign(value.astype("float32"))
-
-
 def _keras_weights(layer):
-    weights = [_to_numpy(layer.kernel_loc)]
+    weights = [to_numpy(layer.kernel_loc)]
     if layer.use_bias:
-        weights.append(_to_numpy(layer.bias_loc))
+        weights.append(to_numpy(layer.bias_loc))
     return weights
 
 
@@ -224,28 +307,58 @@ def _keras_reference(keras_cls, kwargs, bayes_layer, x):
     reference = keras_cls(**kwargs)
     reference.build(x.shape)
     reference.set_weights(_keras_weights(bayes_layer))
-    return _to_numpy(reference(x))
+    return to_numpy(reference(x))
+
+
+def _check_mean_equals_keras(
+    rank, transpose, layer_cls, kwargs, bayes_kwargs, channels
+):
+    spatial = (TRANSPOSE_SPATIAL if transpose else CONV_SPATIAL)[:rank]
+    channels_first = kwargs.get("data_format") == "channels_first"
+    shape = (
+        (2, channels, *spatial) if channels_first else (2, *spatial, channels)
+    )
+    keras_cls = KERAS_CONV[rank, transpose]
+    skip_unless_keras_runs(keras_cls, kwargs, shape)
+    x = normal_inputs(shape)
+    layer = layer_cls(**kwargs, **bayes_kwargs, posterior_value="mean")
+    layer.build(x.shape)
+    assign_posterior(layer)
+
+    expected = _keras_reference(keras_cls, kwargs, layer, x)
+    if channels_first:
+        assert expected.shape[-1] != kwargs["filters"], "ambiguous bias add"
+    outputs = to_numpy(layer(x))
+
+    assert outputs.shape == expected.shape
+    assert outputs.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+    # Mean mode is deterministic: a second call gives the same values.
+    np.testing.assert_array_equal(to_numpy(layer(x)), outputs)
 
 
 @pytest.mark.parametrize(
-    "rank, layer_cls, conv_kwargs, bayes_kwargs, channels", CONV_PARAMS
+    "rank, layer_cls, kwargs, bayes_kwargs, channels",
+    _params(_conv_cases, transpose=False),
 )
 def test_conv_mean_equals_keras_conv(
-    rank, layer_cls, conv_kwargs, bayes_kwargs, channels
+    rank, layer_cls, kwargs, bayes_kwargs, channels
 ):
-    x = _conv_input(rank, channels, conv_kwargs.get("data_format"))
-    skip_unless_keras_runs(KERAS_CONV[rank, False], conv_kwargs, x.shape)
-    layer = layer_cls(**conv_kwargs, **bayes_kwargs, posterior_value="mean")
-    layer.build(x.shape)
-    _randomize_posterior(layer)
+    _check_mean_equals_keras(
+        rank, False, layer_cls, kwargs, bayes_kwargs, channels
+    )
 
-    expected = _keras_reference(KERAS_CONV[rank, False], conv_kwargs, layer, x)
-    outputs = _to_numpy(layer(x))
 
-    assert outputs.shape == expected.shape
-    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
-    # Mean mode is deterministic: a second call gives the same values.
-    np.testing.assert_array_equal(_to_numpy(layer(x)), outputs)
+@pytest.mark.parametrize(
+    "rank, layer_cls, kwargs, bayes_kwargs, channels",
+    _params(_transpose_cases, transpose=True),
+)
+def test_mean_equals_keras_conv_transpose(
+    rank, layer_cls, kwargs, bayes_kwargs, channels
+):
+    _check_mean_equals_keras(
+        rank, True, layer_cls, kwargs, bayes_kwargs, channels
+    )
 
 
 # Output spatial sizes ending in `filters` (3): the shapes for which
@@ -265,8 +378,7 @@ AMBIGUOUS_BIAS_SPATIAL = {1: (4,), 2: (5, 4), 3: (3, 5, 4)}
 )
 def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
     spatial = AMBIGUOUS_BIAS_SPATIAL[rank]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 2) + spatial).astype("float32")
+    x = normal_inputs((2, 2) + spatial)
     skip_unless_keras_runs(
         KERAS_CONV[rank, False],
         {"filters": 3, "kernel_size": 2, "data_format": "channels_first"},
@@ -276,7 +388,7 @@ def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
         3, 2, data_format="channels_first", posterior_value="mean"
     )
     layer.build(x.shape)
-    _randomize_posterior(layer)
+    assign_posterior(layer)
 
     to_last = (0,) + tuple(range(2, rank + 2)) + (1,)
     to_first = (0, rank + 1) + tuple(range(1, rank + 1))
@@ -288,7 +400,7 @@ def test_channels_first_where_keras_bias_add_is_ambiguous(rank, layer_cls):
     assert expected.shape[-1] == 3
 
     np.testing.assert_allclose(
-        _to_numpy(layer(x)), expected, rtol=RTOL, atol=ATOL
+        to_numpy(layer(x)), expected, rtol=RTOL, atol=ATOL
     )
 
 
@@ -331,13 +443,13 @@ DENSE_PARAMS = [
 def test_dense_mean_equals_keras_dense(
     layer_cls, dense_kwargs, bayes_kwargs, input_shape
 ):
-    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    x = normal_inputs(input_shape)
     layer = layer_cls(**dense_kwargs, **bayes_kwargs, posterior_value="mean")
     layer.build(x.shape)
-    _randomize_posterior(layer)
+    assign_posterior(layer)
 
     expected = _keras_reference(keras.layers.Dense, dense_kwargs, layer, x)
-    outputs = _to_numpy(layer(x))
+    outputs = to_numpy(layer(x))
 
     assert outputs.shape == expected.shape
     np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
@@ -370,12 +482,12 @@ def _model(layer, input_shape):
 def test_switching_to_mean_matches_mean_construction(
     layer_cls, kwargs, input_shape
 ):
-    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    x = normal_inputs(input_shape)
     switched = _model(layer_cls(**kwargs), input_shape)
     constructed = _model(
         layer_cls(**kwargs, posterior_value="mean"), input_shape
     )
-    _randomize_posterior(switched.layers[-1])
+    assign_posterior(switched.layers[-1])
     # Only the posterior: the control variables keep their constructed
     # values.
     for source, target in zip(
@@ -384,7 +496,7 @@ def test_switching_to_mean_matches_mean_construction(
         assert source.name == target.name
         target.assign(source)
     assert constructed.layers[-1].posterior_value == "mean"
-    expected = _to_numpy(constructed(x))
+    expected = to_numpy(constructed(x))
 
     # Compile `predict` in sample mode first: the switch must reach the
     # already-traced function.
@@ -399,7 +511,7 @@ def test_switching_to_mean_matches_mean_construction(
         switched.predict(x, verbose=0), expected, rtol=RTOL, atol=ATOL
     )
     np.testing.assert_allclose(
-        _to_numpy(switched(x)), expected, rtol=RTOL, atol=ATOL
+        to_numpy(switched(x)), expected, rtol=RTOL, atol=ATOL
     )
 
     # And back: sampling again, from the same posterior.

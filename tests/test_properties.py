@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import to_numpy
 from tests.layer_test import BAYES_CONV, KERAS_CONV
 
 # Largest spatial size per rank: small enough that a rank-3 example stays
@@ -185,10 +185,6 @@ def _unknown_spatial(config, members=True):
     return shape[:-rank] + (None,) * rank
 
 
-def _to_numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
 @SHAPE_SETTINGS
 @given(config=conv_configs())
 def test_compute_output_shape_agrees_with_keras(config):
@@ -223,7 +219,8 @@ def test_compute_output_shape_agrees_with_keras(config):
 # One case per layer family, so that each rank and kind gets its share of
 # the few (expensive) examples.
 @pytest.mark.parametrize(
-    "rank,transpose", [(r, t) for t in (False, True) for r in (1, 2, 3)]
+    "rank,transpose",
+    [pytest.param(*key, id=cls.__name__) for key, cls in KERAS_CONV.items()],
 )
 @CALL_SETTINGS
 @given(data=st.data())
@@ -259,7 +256,7 @@ def test_mean_mode_equals_keras_layer(rank, transpose, data):
     if layer.use_bias:
         bias = rng.normal(size=layer.bias_loc.shape).astype("float32")
         layer.bias_loc.assign(bias)
-    outputs = _to_numpy(layer(x))
+    outputs = to_numpy(layer(x))
     # Mean mode runs the estimator's full graph (the noise is multiplied by
     # zero), so this is also the shape of a sampled output.
     assert outputs.shape == layer.compute_output_shape(x.shape)
@@ -272,7 +269,7 @@ def test_mean_mode_equals_keras_layer(rank, transpose, data):
             weights.append(bias[member])
         keras_layer.set_weights(weights)
         member_x = x[(slice(None),) + member] if config["member_inputs"] else x
-        expected = _to_numpy(keras_layer(member_x))
+        expected = to_numpy(keras_layer(member_x))
         assert expected.shape == keras_shape
         np.testing.assert_allclose(
             outputs[(slice(None),) + member],

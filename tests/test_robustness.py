@@ -3,15 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
 from tests.backend_marks import skip_on
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
+from tests.helpers import to_numpy
 
 LAYERS = {
     "conv2d_reparameterization": (
@@ -54,7 +49,13 @@ def _one_step(model, x, y):
 
 # (loc, untransformed_scale): huge means with the smallest and largest
 # scales, and the scale extremes on their own.
-EXTREMES = [(1e3, -30.0), (-1e3, 30.0), (1e3, 0.0), (0.0, -30.0), (0.0, 30.0)]
+EXTREMES = [
+    pytest.param(1e3, -30.0, id="huge_loc_tiny_scale"),
+    pytest.param(-1e3, 30.0, id="huge_negative_loc_huge_scale"),
+    pytest.param(1e3, 0.0, id="huge_loc"),
+    pytest.param(0.0, -30.0, id="tiny_scale"),
+    pytest.param(0.0, 30.0, id="huge_scale"),
+]
 
 
 @pytest.mark.parametrize("loc, untransformed_scale", EXTREMES)
@@ -75,16 +76,16 @@ def test_extreme_parameters_stay_finite(case, loc, untransformed_scale):
             else:
                 value = loc
             variable.assign(np.full(variable.shape, value, "float32"))
-        outputs = _np(model(x))
+        outputs = to_numpy(model(x))
         assert np.all(np.isfinite(outputs)), prior_name
-        kl = _np(layer.losses[0])
+        kl = to_numpy(layer.losses[0])
         assert np.isfinite(kl), prior_name
         if prior_name == "normal":
             assert kl >= 0
         loss = _one_step(model, x, np.zeros_like(outputs))
         assert np.isfinite(loss), prior_name
         for variable in layer.trainable_weights:
-            assert np.all(np.isfinite(_np(variable))), (
+            assert np.all(np.isfinite(to_numpy(variable))), (
                 prior_name,
                 variable.name,
             )
@@ -99,7 +100,7 @@ def test_zero_inputs_keep_local_reparameterization_gradients_finite():
     loss = _one_step(model, x, np.ones((4, 3), "float32"))
     assert np.isfinite(loss)
     for variable in layer.trainable_weights:
-        assert np.all(np.isfinite(_np(variable))), variable.name
+        assert np.all(np.isfinite(to_numpy(variable))), variable.name
 
 
 def _mixed_precision_model(policy):
@@ -152,7 +153,7 @@ def test_mixed_precision_trains_fifty_steps_without_nan(policy):
     model(x[:2])
     for kl in model.losses:
         assert keras.backend.standardize_dtype(kl.dtype) == "float32"
-        assert np.isfinite(_np(kl))
+        assert np.isfinite(to_numpy(kl))
     for variable in model.weights:
         assert variable.dtype == "float32"
-        assert np.all(np.isfinite(_np(variable))), variable.name
+        assert np.all(np.isfinite(to_numpy(variable))), variable.name

@@ -4,6 +4,7 @@ Round trips keep every argument (custom priors and posterior initializers
 included); a saved model comes back with its weights, priors, `kl_weight`
 and `posterior_value` (also when they were changed after build), gives the
 same mean-mode outputs, and still trains with the loaded `kl_weight`.
+Damaged and old files are the subject of `test_save_load_faults.py`.
 """
 
 import json
@@ -11,20 +12,26 @@ import json
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import layer_kl, normal_inputs, to_numpy
 from tests.layer_test import CONV_CLASSES, DENSE_CLASSES, TRANSPOSE_CLASSES
-
-
-def _numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
 
 
 def _json_round_trip(obj):
     """Keras serialization through JSON text, as in a `.keras` file."""
     text = json.dumps(keras.saving.serialize_keras_object(obj))
     return keras.saving.deserialize_keras_object(json.loads(text))
+
+
+def _revivals(obj, get):
+    """A prior or posterior revived from its config, through JSON, and by
+    its module's `get` from its Keras serialization."""
+    return [
+        type(obj).from_config(obj.get_config()),
+        _json_round_trip(obj),
+        get(keras.saving.serialize_keras_object(obj)),
+    ]
 
 
 def _custom_priors():
@@ -81,16 +88,12 @@ def test_prior_round_trips():
         config = prior.get_config()
         # The config holds plain Python floats, so that it is valid JSON.
         assert json.loads(json.dumps(config)) == config
-        for revived in [
-            type(prior).from_config(config),
-            _json_round_trip(prior),
-            kb.priors.get(keras.saving.serialize_keras_object(prior)),
-        ]:
+        for revived in _revivals(prior, kb.priors.get):
             assert type(revived) is type(prior), revived
             assert revived.get_config() == config
             np.testing.assert_array_equal(
-                _numpy(revived.log_prob(weights)),
-                _numpy(prior.log_prob(weights)),
+                to_numpy(revived.log_prob(weights)),
+                to_numpy(prior.log_prob(weights)),
             )
     # The defaults are part of the config, not implied.
     assert kb.priors.SpikeAndSlab().get_config() == {
@@ -105,11 +108,7 @@ def test_posterior_round_trips():
     for posterior in _custom_posteriors():
         config = posterior.get_config()
         json.dumps(config)
-        for revived in [
-            type(posterior).from_config(config),
-            _json_round_trip(posterior),
-            kb.posteriors.get(keras.saving.serialize_keras_object(posterior)),
-        ]:
+        for revived in _revivals(posterior, kb.posteriors.get):
             assert type(revived) is type(posterior), revived
             assert revived.get_config() == config
             _assert_same_initializers(posterior, revived)
@@ -117,7 +116,7 @@ def test_posterior_round_trips():
     posterior = _custom_posteriors()[1]
     revived = _json_round_trip(posterior)
     for a, b in zip(_initializers(posterior), _initializers(revived)):
-        np.testing.assert_array_equal(_numpy(a((3, 2))), _numpy(b((3, 2))))
+        np.testing.assert_array_equal(to_numpy(a((3, 2))), to_numpy(b((3, 2))))
 
 
 # -- layers ----------------------------------------------------------------
@@ -218,7 +217,7 @@ def test_layer_config_round_trips():
         revived.build(input_shape)
         for a, b in zip(layer.weights, revived.weights):
             assert a.name == b.name
-            np.testing.assert_array_equal(_numpy(a), _numpy(b))
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 def test_built_layer_config_has_values_set_after_build():
@@ -243,16 +242,16 @@ def test_seed_in_config():
 
     # The seed is the layer's noise: the same seed and the same weights
     # give the same draws, another seed other draws.
-    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    x = normal_inputs((4, 5))
     same = kb.layers.DenseReparameterization.from_config(layer.get_config())
     other = kb.layers.DenseReparameterization(3, seed=8)
     for candidate in (layer, same, other):
         candidate.build(x.shape)
     same.set_weights(layer.get_weights())
     other.set_weights(layer.get_weights())
-    y = _numpy(layer(x))
-    np.testing.assert_array_equal(_numpy(same(x)), y)
-    assert not np.allclose(_numpy(other(x)), y)
+    y = to_numpy(layer(x))
+    np.testing.assert_array_equal(to_numpy(same(x)), y)
+    assert not np.allclose(to_numpy(other(x)), y)
 
 
 def test_shared_posterior_gives_different_initial_weights(tmp_path):
@@ -261,8 +260,8 @@ def test_shared_posterior_gives_different_initial_weights(tmp_path):
     second = kb.layers.DenseFlipout(6, kernel_posterior=posterior)
     model = keras.Sequential([keras.Input((6,)), first, second])
     for name in ("kernel_loc", "kernel_untransformed_scale"):
-        a = _numpy(getattr(first, name))
-        b = _numpy(getattr(second, name))
+        a = to_numpy(getattr(first, name))
+        b = to_numpy(getattr(second, name))
         assert a.shape == b.shape == (6, 6)
         # Continuous draws: equal entries would mean a repeated seed.
         assert not np.any(a == b), name
@@ -273,7 +272,7 @@ def test_shared_posterior_gives_different_initial_weights(tmp_path):
     ]
     for layer in batched:
         layer.build((None, 6))
-    a, b = (_numpy(layer.kernel_loc) for layer in batched)
+    a, b = (to_numpy(layer.kernel_loc) for layer in batched)
     assert not np.any(a == b)
     assert not np.any(a[0] == a[1])
 
@@ -288,7 +287,7 @@ def test_shared_posterior_gives_different_initial_weights(tmp_path):
     loaded = keras.saving.load_model(path)
     for original, restored in zip(model.layers, loaded.layers):
         for a, b in zip(original.weights, restored.weights):
-            np.testing.assert_array_equal(_numpy(a), _numpy(b))
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 # -- saved models ----------------------------------------------------------
@@ -358,28 +357,9 @@ def _bayesian(model):
     ]
 
 
-def _normal_kl(loc, scale, prior_loc, prior_scale):
-    """KL(N(loc, scale) || N(prior_loc, prior_scale)), summed, in float64."""
-    loc = loc.astype("float64")
-    scale = scale.astype("float64")
-    return np.sum(
-        np.log(prior_scale / scale)
-        + (scale**2 + (loc - prior_loc) ** 2) / (2 * prior_scale**2)
-        - 0.5
-    )
-
-
-def _kernel_kl(layer):
-    prior = layer.kernel_prior
-    loc = _numpy(layer.kernel_loc)
-    untransformed = _numpy(layer.kernel_untransformed_scale)
-    scale = np.logaddexp(0.0, untransformed) + 1e-5  # softplus + floor
-    return _normal_kl(loc, scale, prior.loc, prior.scale)
-
-
 def _mean_outputs(model, x):
     kb.set_posterior_value(model, "mean")
-    return _numpy(model(x))
+    return to_numpy(model(x))
 
 
 @pytest.mark.parametrize(
@@ -408,11 +388,11 @@ def test_saved_model_round_trip(make_model, input_shape, tmp_path):
     for original, restored in zip(model.layers, loaded.layers):
         assert type(restored) is type(original)
         assert restored.get_config() == original.get_config()
-        saved = {v.name: _numpy(v) for v in original.weights}
+        saved = {v.name: to_numpy(v) for v in original.weights}
         assert sorted(saved) == sorted(v.name for v in restored.weights)
         for variable in restored.weights:
             np.testing.assert_array_equal(
-                _numpy(variable), saved[variable.name]
+                to_numpy(variable), saved[variable.name]
             )
     for original, restored in zip(layers, loaded_layers):
         for weight in ("kernel", "bias"):
@@ -436,17 +416,61 @@ def test_saved_model_round_trip(make_model, input_shape, tmp_path):
     # The loaded model trains, and its KL uses the loaded weight 0.25.
     kb.set_posterior_value(loaded, "sample")
     loaded.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    before = [_numpy(v) for v in loaded.trainable_weights]
+    before = [to_numpy(v) for v in loaded.trainable_weights]
     history = loaded.fit(x, y, epochs=1, batch_size=len(x), verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    after = [_numpy(v) for v in loaded.trainable_weights]
+    after = [to_numpy(v) for v in loaded.trainable_weights]
     assert all(a.shape == b.shape for a, b in zip(before, after))
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
 
     _mean_outputs(loaded, x)
     # The kernel prior is N(0.5, 2) and the bias deterministic: the layer's
-    # loss is 0.25 times the closed-form kernel KL, computed here in numpy.
+    # loss is 0.25 times the closed-form kernel KL, computed in NumPy.
     (loss,) = restored_kl.losses
     np.testing.assert_allclose(
-        _numpy(loss), 0.25 * _kernel_kl(restored_kl), rtol=1e-5
+        to_numpy(loss), 0.25 * layer_kl(restored_kl), rtol=1e-5
     )
+
+
+def test_settings_survive_a_round_trip(tmp_path):
+    layer = kb.layers.Conv2DReparameterization(
+        3,
+        2,
+        kernel_prior=kb.priors.ScaleMixtureNormal(0.3, 1.5, 0.01),
+        bias_posterior="mean_field_normal",
+        bias_prior=kb.priors.Normal(0.5, 2.0),
+        kl_weight=0.5,
+        seed=11,
+        batch_shape=(2,),
+        name="bayes",
+    )
+    model = keras.Sequential([keras.Input((5, 4, 2)), layer])
+    # Changed after build: stored in the control variables, not the config
+    # the layer was made with.
+    layer.kl_weight = 0.125
+    layer.posterior_value = "mean"
+    path = tmp_path / "settings.keras"
+    model.save(path)
+
+    restored = kb.saving.load_model(path).get_layer("bayes")
+    assert restored.kl_weight == 0.125
+    assert restored.posterior_value == "mean"
+    assert restored.seed == 11
+    assert restored.batch_shape == (2,)
+    assert isinstance(restored.kernel_prior, kb.priors.ScaleMixtureNormal)
+    assert restored.kernel_prior.get_config() == {
+        "mixture_weight": 0.3,
+        "scale1": 1.5,
+        "scale2": 0.01,
+    }
+    assert isinstance(restored.bias_prior, kb.priors.Normal)
+    assert restored.bias_prior.get_config() == {"loc": 0.5, "scale": 2.0}
+    assert isinstance(restored.bias_posterior, kb.posteriors.MeanFieldNormal)
+    assert restored.get_config() == layer.get_config()
+    assert [v.name for v in restored.weights] == [v.name for v in layer.weights]
+    for restored_var, saved_var in zip(restored.weights, layer.weights):
+        np.testing.assert_array_equal(
+            to_numpy(restored_var), to_numpy(saved_var)
+        )
+    x = normal_inputs((3, 5, 4, 2))
+    np.testing.assert_array_equal(to_numpy(restored(x)), to_numpy(layer(x)))

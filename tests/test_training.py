@@ -3,7 +3,8 @@
 The KL terms reach the training loss with no user code, switches
 (`kl_weight`, `posterior_value`) take effect in already-compiled functions,
 and compiled functions (XLA on TensorFlow, `jax.jit`) draw new noise on
-every step.
+every step. A training loop of the backend's own (torch) reaches the KL
+through `model.losses`.
 """
 
 import keras
@@ -12,11 +13,9 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
-from tests.backend_marks import skip_on
-
-
-def _numpy(x):
-    return np.asarray(ops.convert_to_numpy(x))
+from tests.backend_marks import only_on, skip_on
+from tests.helpers import layer_kl, to_numpy
+from tests.references import softmax_cross_entropy
 
 
 def _data(x_shape, y_shape, seed=0):
@@ -28,34 +27,6 @@ def _data(x_shape, y_shape, seed=0):
 
 def _bayesian(model):
     return kb.workflows.bayesian_layers(model)
-
-
-def _normal_kl(layer, weight):
-    """Closed-form KL of one weight against its `Normal` prior, in numpy."""
-    prior = getattr(layer, f"{weight}_prior")
-    loc = _numpy(getattr(layer, f"{weight}_loc")).astype("float64")
-    untransformed = _numpy(getattr(layer, f"{weight}_untransformed_scale"))
-    scale = np.logaddexp(0.0, untransformed.astype("float64")) + 1e-5
-    return np.sum(
-        np.log(prior.scale / scale)
-        + (scale**2 + (loc - prior.loc) ** 2) / (2 * prior.scale**2)
-        - 0.5
-    )
-
-
-def _layer_kl(layer):
-    """The unweighted KL of a layer whose priors are all `Normal`."""
-    kl = _normal_kl(layer, "kernel")
-    if layer.bias_prior is not None:
-        kl += _normal_kl(layer, "bias")
-    return kl
-
-
-def _softmax_cross_entropy(logits, labels):
-    logits = logits.astype("float64")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return -np.mean(log_probs[np.arange(len(labels)), labels])
 
 
 # -- the TensorFlow Probability example ------------------------------------
@@ -90,12 +61,14 @@ def test_tfp_docstring_example():
     assert len(model.losses) == 2
     assert tuple(ops.shape(kl)) == ()
     np.testing.assert_allclose(
-        _numpy(kl), _numpy(conv.losses[0]) + _numpy(dense.losses[0]), rtol=1e-6
+        to_numpy(kl),
+        to_numpy(conv.losses[0]) + to_numpy(dense.losses[0]),
+        rtol=1e-6,
     )
     # Against the closed form computed here: float32 sums over ~170k terms
     # agree with the float64 reference to about 1e-5 relative.
     np.testing.assert_allclose(
-        _numpy(kl), _layer_kl(conv) + _layer_kl(dense), rtol=1e-4
+        to_numpy(kl), layer_kl(conv) + layer_kl(dense), rtol=1e-4
     )
 
     model.compile(
@@ -111,13 +84,13 @@ def test_tfp_docstring_example():
     # before the update: cross-entropy plus the weighted KL, both computed
     # here from the model's weights and mean outputs.
     kb.set_posterior_value(model, "mean")
-    expected = _softmax_cross_entropy(
-        _numpy(model(features)), labels
-    ) + 1e-5 * (_layer_kl(conv) + _layer_kl(dense))
-    before = [_numpy(v) for v in model.trainable_weights]
+    expected = softmax_cross_entropy(
+        to_numpy(model(features)), labels
+    ) + 1e-5 * (layer_kl(conv) + layer_kl(dense))
+    before = [to_numpy(v) for v in model.trainable_weights]
     history = model.fit(features, labels, batch_size=4, epochs=1, verbose=0)
     np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-5)
-    after = [_numpy(v) for v in model.trainable_weights]
+    after = [to_numpy(v) for v in model.trainable_weights]
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))
 
     # And it trains in sample mode, as written in the example.
@@ -137,6 +110,13 @@ class _BatchLosses(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["loss"]))
+
+
+def _batch_losses(model, x, y):
+    """The running losses `fit` reports over `x` in batches of 2, in order."""
+    record = _BatchLosses()
+    model.fit(x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[record])
+    return record.losses
 
 
 def _conv_dense_model(estimator):
@@ -166,10 +146,10 @@ def test_jit_compiled_fit_draws_new_noise_every_step(estimator):
     )
     assert model.jit_compile
 
-    before = [_numpy(v) for v in model.trainable_weights]
+    before = [to_numpy(v) for v in model.trainable_weights]
     history = model.fit(x, y, batch_size=2, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    after = [_numpy(v) for v in model.trainable_weights]
+    after = [to_numpy(v) for v in model.trainable_weights]
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))
 
     # With a zero learning rate the weights stay put, so two steps on the
@@ -178,25 +158,10 @@ def test_jit_compiled_fit_draws_new_noise_every_step(estimator):
     # (the control) they are equal.
     model.optimizer.learning_rate = 0.0
     same_batches = np.concatenate([x[:2], x[:2]]), np.concatenate([y[:2]] * 2)
-    record = _BatchLosses()
-    model.fit(
-        *same_batches,
-        batch_size=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=[record],
-    )
-    first, running = record.losses
+    first, running = _batch_losses(model, *same_batches)
     assert not np.isclose(first, running, rtol=1e-6, atol=0)
     kb.set_posterior_value(model, "mean")
-    model.fit(
-        *same_batches,
-        batch_size=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=[record],
-    )
-    first, running = record.losses
+    first, running = _batch_losses(model, *same_batches)
     np.testing.assert_allclose(running, first, rtol=1e-6)
     kb.set_posterior_value(model, "sample")
 
@@ -226,7 +191,7 @@ def _assert_switches(model, x, y, expected_layers):
     b = model.predict(x, verbose=0)
     assert model.predict_function is compiled, "predict was recompiled"
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(a, _numpy(model(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, to_numpy(model(x)), rtol=1e-5, atol=1e-6)
     # The mean-mode training loss is deterministic as well.
     assert model.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
 
@@ -307,19 +272,19 @@ def test_functional_losses_and_kl_weight_after_compile():
         (loss,) = layer.losses
         assert tuple(ops.shape(loss)) == ()
         np.testing.assert_allclose(
-            _numpy(loss), layer.kl_weight * _layer_kl(layer), rtol=1e-5
+            to_numpy(loss), layer.kl_weight * layer_kl(layer), rtol=1e-5
         )
     np.testing.assert_allclose(
-        sorted(_numpy(loss) for loss in model.losses),
-        sorted(_numpy(layer.losses[0]) for layer in layers.values()),
+        sorted(to_numpy(loss) for loss in model.losses),
+        sorted(to_numpy(layer.losses[0]) for layer in layers.values()),
     )
 
     # In mean mode the training loss is the data loss plus the weighted KLs,
     # and `evaluate` (one batch) reports exactly that.
     model.compile(optimizer="sgd", loss="mse")
     kb.set_posterior_value(model, "mean")
-    data_loss = np.mean((_numpy(model(x)).astype("float64") - y) ** 2)
-    kl = sum(layer.kl_weight * _layer_kl(layer) for layer in layers.values())
+    data_loss = np.mean((to_numpy(model(x)).astype("float64") - y) ** 2)
+    kl = sum(layer.kl_weight * layer_kl(layer) for layer in layers.values())
     assert kl > 0.1 * data_loss  # both terms matter at this tolerance
     total = model.evaluate(x, y, batch_size=len(x), verbose=0)
     np.testing.assert_allclose(total, data_loss + kl, rtol=1e-5)
@@ -330,9 +295,34 @@ def test_functional_losses_and_kl_weight_after_compile():
     layers["right"].kl_weight = 0.0
     partial = model.evaluate(x, y, batch_size=len(x), verbose=0)
     assert model.test_function is compiled, "evaluate was recompiled"
-    expected = data_loss + kl - 0.02 * _layer_kl(layers["right"])
+    expected = data_loss + kl - 0.02 * layer_kl(layers["right"])
     np.testing.assert_allclose(partial, expected, rtol=1e-5)
     for layer in layers.values():
         layer.kl_weight = 0.0
     data_only = model.evaluate(x, y, batch_size=len(x), verbose=0)
     np.testing.assert_allclose(data_only, data_loss, rtol=1e-5)
+
+
+# -- a training loop of the backend's own ------------------------------------
+
+
+@only_on("torch", reason="a hand-written training loop is backend-specific")
+def test_torch_training_loop_with_model_losses():
+    import torch
+
+    model = keras.Sequential(
+        [keras.Input((4,)), kb.layers.DenseFlipout(2, kl_weight=0.1)]
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x = torch.randn(8, 4)
+    y = torch.zeros(8, 2)
+    loc = model.layers[0].kernel_loc
+    before = to_numpy(loc).copy()
+    for _ in range(3):
+        optimizer.zero_grad()
+        outputs = model(x)
+        kl = sum(model.losses)
+        loss = torch.mean((outputs - y) ** 2) + kl
+        loss.backward()
+        optimizer.step()
+    assert not np.allclose(to_numpy(loc), before)

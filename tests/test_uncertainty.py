@@ -20,6 +20,7 @@ from keras_bayes.uncertainty import (
     predictive_entropy,
 )
 from tests.backend_marks import only_on
+from tests.helpers import normal_inputs, to_numpy
 
 LOG2, LOG3 = np.log(2.0), np.log(3.0)
 
@@ -53,6 +54,17 @@ def _binary_probs(confidence, predicted):
     probs[np.arange(len(confidence)), predicted] = confidence
     probs[np.arange(len(confidence)), 1 - predicted] = 1 - confidence
     return probs
+
+
+def _synthetic_predictions(n, low, overconfidence, seed):
+    """`n` two-class predictions with confidences uniform in `[low, 1)`,
+    each right with probability `confidence - overconfidence`."""
+    rng = np.random.default_rng(seed)
+    confidence = rng.uniform(low, 1.0, size=n)
+    predicted = rng.integers(0, 2, size=n)
+    correct = rng.uniform(size=n) < confidence - overconfidence
+    labels = np.where(correct, predicted, 1 - predicted)
+    return labels, _binary_probs(confidence, predicted)
 
 
 def _message(name, expected, received):
@@ -93,8 +105,8 @@ def test_predictive_entropy_matches_scipy():
 
 
 def test_predictive_entropy_accepts_float32_softmax():
-    logits = np.random.default_rng(0).normal(size=(10, 6)).astype("float32")
-    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    logits = normal_inputs((10, 6))
+    probs = to_numpy(keras.ops.softmax(logits))
     assert probs.dtype == np.float32
     reference = stats.entropy(probs.astype("float64"), axis=1)
     np.testing.assert_allclose(predictive_entropy(probs), reference, rtol=1e-6)
@@ -176,16 +188,8 @@ def test_ece_of_calibrated_predictions_is_near_zero():
     # the 15 bins with ~2500 of the 20000 examples each, a bin's accuracy has
     # standard deviation <= 0.5 / sqrt(2500) = 0.01, so the expected ECE is
     # <= 0.8 * 0.01 and its spread ~0.002: 0.02 is > 5 spreads away.
-    rng = np.random.default_rng(6)
-    n = 20000
-    confidence = rng.uniform(0.5, 1.0, size=n)
-    predicted = rng.integers(0, 2, size=n)
-    correct = rng.uniform(size=n) < confidence
-    labels = np.where(correct, predicted, 1 - predicted)
-    ece = expected_calibration_error(
-        labels, _binary_probs(confidence, predicted)
-    )
-    assert ece < 0.02
+    labels, probs = _synthetic_predictions(20000, 0.5, 0.0, seed=6)
+    assert expected_calibration_error(labels, probs) < 0.02
 
 
 @pytest.mark.slow
@@ -193,13 +197,7 @@ def test_ece_of_overconfident_predictions():
     # Accuracy is confidence - 0.2 everywhere, so every bin's gap is 0.2 up
     # to sampling noise: ~2000 of the 12000 examples per populated bin give a
     # per-bin standard deviation <= 0.011 and ~0.005 for the weighted mean.
-    rng = np.random.default_rng(7)
-    n = 12000
-    confidence = rng.uniform(0.6, 1.0, size=n)
-    predicted = rng.integers(0, 2, size=n)
-    correct = rng.uniform(size=n) < confidence - 0.2
-    labels = np.where(correct, predicted, 1 - predicted)
-    probs = _binary_probs(confidence, predicted)
+    labels, probs = _synthetic_predictions(12000, 0.6, 0.2, seed=7)
     assert expected_calibration_error(labels, probs) == pytest.approx(
         0.2, abs=0.02
     )
@@ -298,7 +296,7 @@ def test_ece_label_errors():
 
 
 def _value(metric):
-    return float(keras.ops.convert_to_numpy(metric.result()))
+    return float(to_numpy(metric.result()))
 
 
 def test_metric_accumulates_batches_like_the_function():
@@ -391,7 +389,7 @@ def _check_evaluate(model, x, y):
     # the metric accumulates 3 batches into the function's value.
     kb.set_posterior_value(model, "mean")
     result = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    probs = keras.ops.convert_to_numpy(model(x))
+    probs = to_numpy(model(x))
     assert result["ece"] == pytest.approx(
         expected_calibration_error(y, probs), abs=1e-5
     )

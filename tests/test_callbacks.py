@@ -1,37 +1,13 @@
-"""KL annealing during `fit` (`kb.callbacks.KLWeightScheduler`).
-
-The conversion of trained Keras models is tested in `test_conversion*.py`.
-"""
+"""`kb.callbacks.KLWeightScheduler`: KL annealing during `fit`."""
 
 import re
 
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_bayes as kb
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-def _numpy_normal_kl(loc, scale, prior_loc=0.0, prior_scale=1.0):
-    ratio = (scale / prior_scale) ** 2
-    return 0.5 * np.sum(
-        ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - np.log(ratio)
-    )
-
-
-def _softplus(x):
-    return np.logaddexp(0.0, x)
-
-
-def _kl_of(layer):
-    loc = _np(layer.kernel_loc).astype("float64")
-    scale = _softplus(_np(layer.kernel_untransformed_scale)) + 1e-5
-    return _numpy_normal_kl(loc, scale)
+from tests.helpers import layer_kl
 
 
 def _frozen_model(kl_weight):
@@ -50,6 +26,17 @@ def _frozen_model(kl_weight):
     return model, layer
 
 
+def _fit_zeros(model, scheduler):
+    """One epoch on two all-zero examples, with the scheduler."""
+    inputs, outputs = model.input_shape[1:], model.output_shape[1:]
+    model.fit(
+        np.zeros((2, *inputs)),
+        np.zeros((2, *outputs)),
+        verbose=0,
+        callbacks=[scheduler],
+    )
+
+
 class TestKLWeightScheduler:
     def test_reported_loss_follows_the_schedule(self):
         base = 0.01
@@ -59,7 +46,7 @@ class TestKLWeightScheduler:
         # Compile the train step first: the scheduler must not need a new one.
         model.fit(x, y, epochs=1, verbose=0)
         train_function = model.train_function
-        kl = _kl_of(layer)
+        kl = layer_kl(layer)
         factors = [0.0, 0.25, 1.0]
         scheduler = kb.callbacks.KLWeightScheduler(factors)
         history = model.fit(x, y, epochs=4, verbose=0, callbacks=[scheduler])
@@ -79,10 +66,17 @@ class TestKLWeightScheduler:
         history = model.fit(x, y, epochs=1, verbose=0, callbacks=[scheduler])
         assert layer.kl_weight == pytest.approx(0.5)
         np.testing.assert_allclose(
-            history.history["loss"][0], 0.5 * _kl_of(layer), rtol=1e-5
+            history.history["loss"][0], 0.5 * layer_kl(layer), rtol=1e-5
         )
 
-    @pytest.mark.parametrize("schedule", [[], "linear", [1.0, -0.5]])
+    @pytest.mark.parametrize(
+        "schedule",
+        [
+            pytest.param([], id="empty"),
+            pytest.param("linear", id="linear"),
+            pytest.param([1.0, -0.5], id="negative_factor"),
+        ],
+    )
     def test_bad_schedule(self, schedule):
         with pytest.raises(ValueError, match="argument `schedule`"):
             kb.callbacks.KLWeightScheduler(schedule)
@@ -93,24 +87,14 @@ class TestKLWeightScheduler:
         with pytest.raises(
             ValueError, match=re.escape("Received: schedule=nan")
         ):
-            model.fit(
-                np.zeros((2, 5)),
-                np.zeros((2, 3)),
-                verbose=0,
-                callbacks=[scheduler],
-            )
+            _fit_zeros(model, scheduler)
 
     def test_model_without_bayesian_layers(self):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse")
         scheduler = kb.callbacks.KLWeightScheduler([1.0])
         with pytest.raises(ValueError, match="no Bayesian layer"):
-            model.fit(
-                np.zeros((2, 2)),
-                np.zeros((2, 1)),
-                verbose=0,
-                callbacks=[scheduler],
-            )
+            _fit_zeros(model, scheduler)
 
     def test_config_round_trip(self):
         scheduler = kb.callbacks.KLWeightScheduler([0.1, 1.0], verbose=1)
