@@ -19,8 +19,9 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import assign_posterior
 from tests.keras_support import skip_unless_keras_runs
-from tests.layer_test import randomize_posterior, run_layer_test
+from tests.layer_test import run_layer_test
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -192,7 +193,7 @@ def test_mean_equals_keras(rank, layer_cls, kwargs):
     x = _inputs(shape)
     layer = layer_cls(**kwargs, posterior_value="mean")
     layer.build(shape)
-    randomize_posterior(layer)
+    assign_posterior(layer)
     reference = keras_cls(**kwargs)
     reference.build(shape)
     reference.set_weights(_loc_weights(layer))
@@ -361,7 +362,7 @@ def test_kl_sums_the_closed_form_over_every_kernel(layer_cls):
     shape = _shape(layer_cls.rank, {})
     layer = layer_cls(**kwargs, kl_weight=0.25)
     layer.build(shape)
-    randomize_posterior(layer)
+    assign_posterior(layer)
     layer(_inputs(shape))
     values = {v.name: _to_numpy(v) for v in layer.trainable_weights}
     kernels = [n[: -len("_loc")] for n in values if n.endswith("kernel_loc")]
@@ -392,7 +393,7 @@ def test_members_equal_keras_layers(layer_cls):
     layer = layer_cls(**kwargs, batch_shape=(2,), posterior_value="mean")
     member_shape = shape[:1] + (2,) + shape[1:]
     layer.build(shape)
-    randomize_posterior(layer)
+    assign_posterior(layer)
     x, x_members = _inputs(shape), _inputs(member_shape, seed=1)
     shared, per_member = _to_numpy(layer(x)), _to_numpy(layer(x_members))
     weights = _loc_weights(layer)
