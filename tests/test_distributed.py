@@ -116,6 +116,7 @@ def run(model):
         "numpy_kl": kl,
         "evaluate": float(evaluated),
         "fit": float(history.history["loss"][0]),
+        "fit_kl": float(history.history["kl"][0]),
         "weights": [
             keras.ops.convert_to_numpy(v).astype("float64").ravel().tolist()
             for v in model.trainable_weights
@@ -216,6 +217,8 @@ def _check_single(single):
     np.testing.assert_allclose(single["evaluate"], expected, rtol=1e-5)
     # `fit` reports the loss of its only step, before the update.
     np.testing.assert_allclose(single["fit"], expected, rtol=1e-5)
+    # `fit` shows the weighted KL apart, as `kl`: the term in the loss.
+    np.testing.assert_allclose(single["fit_kl"], single["numpy_kl"], rtol=1e-5)
     return expected
 
 
@@ -233,6 +236,10 @@ def _check(results):
     expected = _check_single(single)
     np.testing.assert_allclose(parallel["evaluate"], expected, rtol=1e-5)
     np.testing.assert_allclose(parallel["fit"], expected, rtol=1e-5)
+    # The kl in History counts the KL once too, across replicas.
+    np.testing.assert_allclose(
+        parallel["fit_kl"], single["numpy_kl"], rtol=1e-5
+    )
     _check_weights(single, parallel)
 
 

@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from keras_bayes import _validation, posteriors, priors, saving
-from keras_bayes.layers import estimators, kl_logging, member_weights
+from keras_bayes.layers import estimators, kl_logging, member_weights, modes
 
 # Control variables that are not posterior parameters: a file saved before
 # one of them existed still loads, keeping the value from the config.
@@ -57,60 +57,6 @@ def check_prior(weight, posterior, prior):
             f"'mean_field_normal' or {weight}_prior=None.",
             prior,
         )
-
-
-def _known_bool(flag):
-    """`bool(flag)` when its value is known now (eager execution), None
-    inside a traced function (`tf.function`, `jax.jit`)."""
-    try:
-        return bool(ops.convert_to_numpy(flag) > 0.5)
-    except (TypeError, RuntimeError):
-        # A symbolic TensorFlow tensor (NotImplementedError) or a JAX
-        # tracer (TracerArrayConversionError, a TypeError).
-        return None
-
-
-def _scaled_by(params, flag):
-    """`params` with every scale times `flag` (0: the posterior mean)."""
-    return {
-        name: p if p.scale is None else p._replace(scale=p.scale * flag)
-        for name, p in params.items()
-    }
-
-
-class _KLCache:
-    """The last eager mean-mode KL and the state of the variables it came
-    from (a plain object: Keras does not track it)."""
-
-    key = None
-    kl = None
-    values = None
-
-
-def _unchanged_key(variables):
-    """`(key, values)`: a key that changes whenever one of `variables`
-    changes, where eager execution can tell, and the values to keep alive
-    with it; `(None, None)` where it cannot (nothing is cached).
-
-    JAX arrays are immutable, so an assignment makes a new array (the key
-    keeps the old ones alive, so their ids stay unique). PyTorch counts
-    in-place updates in a tensor's version. A KL that a gradient may flow
-    through (PyTorch recording gradients of a trainable variable) is never
-    taken from the cache.
-    """
-    values = [variable.value for variable in variables]
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return tuple(id(value) for value in values), values
-    if backend == "torch":
-        # A computed (not a view) one-element tensor requires a gradient
-        # exactly when PyTorch records one for the layer's variables.
-        probe = ops.reshape(values[0], (-1,))[:1] * 1.0
-        if getattr(probe, "requires_grad", False):
-            return None, None
-        key = tuple((id(value), value._version) for value in values)
-        return key, values
-    return None, None
 
 
 class PosteriorWeight:
@@ -182,7 +128,7 @@ class VariationalLayer(keras.layers.Layer):
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.posterior_weights = []
-        self._kl_cache = _KLCache()
+        self._kl_cache = modes.KLCache()
 
     # -- steering -------------------------------------------------------
 
@@ -282,7 +228,7 @@ class VariationalLayer(keras.layers.Layer):
             # Always eager: read the flag directly, the cheapest way.
             known = float(sample.value) > 0.5
         else:
-            known = _known_bool(sample)
+            known = modes.known_bool(sample)
         if known is None and training and keras.backend.backend() == "jax":
             # JAX's training step: the gradient of a convolution inside
             # `lax.cond` runs 15-20x slower on XLA's CPU backend (measured:
@@ -292,7 +238,7 @@ class VariationalLayer(keras.layers.Layer):
             draws = estimators.Draws(self.seed_generator, noise)
             params = self._posterior_parameters()
             outputs = self.compute_outputs(
-                inputs, _scaled_by(params, sample), draws
+                inputs, modes.scaled_by(params, sample), draws
             )
             kl = self._kl(params, noise)
         elif known is None:
@@ -361,7 +307,8 @@ class VariationalLayer(keras.layers.Layer):
         variables = [
             v for w in self.posterior_weights for v in w.variables.values()
         ]
-        key, values = _unchanged_key(variables + [self._kl_weight_variable])
+        variables.append(self._kl_weight_variable)
+        key, values = modes.unchanged_key(variables)
         cache = self._kl_cache
         if key is not None and not noise and cache.key == key:
             return cache.kl
