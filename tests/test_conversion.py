@@ -455,47 +455,6 @@ def test_unreachable_layers_are_named_in_one_warning():
     checks.assert_mean_mode_equal(model, converted, _inputs((2, 4, 4, 3)))
 
 
-_HAS_DEPTHWISE = all(
-    hasattr(kb.layers, f"{kind}{suffix}")
-    for kind in (
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "SeparableConv1D",
-        "SeparableConv2D",
-    )
-    for suffix in ("Flipout", "Reparameterization")
-)
-_NO_DEPTHWISE_REASON = (
-    "keras_bayes.layers has no Bayesian DepthwiseConv1D/2D and "
-    "SeparableConv1D/2D classes yet"
-)
-
-
-@pytest.mark.skipif(
-    _HAS_DEPTHWISE,
-    reason="the Bayesian depthwise and separable layers exist: they are "
-    "converted (test_depthwise_and_separable_layers)",
-)
-def test_depthwise_and_separable_without_their_classes_are_named():
-    model = keras.Sequential(
-        [
-            keras.Input((6, 6, 2)),
-            keras.layers.DepthwiseConv2D(3, name="dw"),
-            keras.layers.SeparableConv2D(3, 3, name="sep"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2, name="head"),
-        ]
-    )
-    converted, message = _unconverted_warning(model)
-    assert _bayesian_names(converted) == ["head"]
-    assert (
-        "'dw' (DepthwiseConv2D, 20 parameters): keras_bayes.layers has no "
-        "DepthwiseConv2DFlipout in this version"
-    ) in message
-    assert "'sep' (SeparableConv2D, 27 parameters)" in message
-    checks.assert_mean_mode_equal(model, converted, _inputs((2, 6, 6, 2)))
-
-
 DEPTHWISE_CASES = {
     "depthwise1d": (
         (9, 3),
@@ -538,7 +497,6 @@ DEPTHWISE_CASES = {
 }
 
 
-@pytest.mark.skipif(not _HAS_DEPTHWISE, reason=_NO_DEPTHWISE_REASON)
 @pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
 @pytest.mark.parametrize(
     "case", [pytest.param(c, id=c) for c in sorted(DEPTHWISE_CASES)]
