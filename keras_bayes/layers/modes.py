@@ -11,8 +11,9 @@ def known_bool(flag):
     try:
         return bool(ops.convert_to_numpy(flag) > 0.5)
     except (TypeError, RuntimeError):
-        # A symbolic TensorFlow tensor (NotImplementedError) or a JAX
-        # tracer (TracerArrayConversionError, a TypeError).
+        # A symbolic TensorFlow tensor (its conversion raises a subclass of
+        # RuntimeError) or a JAX tracer (TracerArrayConversionError, a
+        # TypeError).
         return None
 
 
