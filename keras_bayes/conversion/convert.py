@@ -121,7 +121,10 @@ def to_bayesian(
         )
     candidates, selected = selection.select(model, layers)
 
-    arguments = {"kl_weight": kl_weight, "posterior_value": posterior_value}
+    # Built in mean mode: on PyTorch, Keras runs a layer inside a subclassed
+    # block on real (zero) tensors to infer shapes, and a Flipout layer in
+    # sample mode doubles that; the requested mode is set once converted.
+    arguments = {"kl_weight": kl_weight, "posterior_value": "mean"}
     members = _ensemble_size(ensemble_size, estimator, prior)
     if members is None:
         arguments["kernel_prior"] = prior
@@ -132,6 +135,8 @@ def to_bayesian(
     new_model = keras.models.clone_model(model, clone_function=converter)
     converter.check_replacements()
     converter.copy_weights(delta)
+    for _, layer, *_ in converter.converted:
+        layer.posterior_value = posterior_value
     converter.copy_trainable_flags(model, new_model)
     _warn(converter, candidates)
     if members is not None:
