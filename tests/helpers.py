@@ -62,3 +62,34 @@ def layer_kl(layer):
             prior.scale,
         )
     return kl
+
+
+# Tolerances of the sample-moment checks: 5 standard errors (a false alarm
+# once in about 3.5 million elements), plus float32 round-off.
+MOMENT_Z = 5.0
+MOMENT_ATOL = 1e-4
+
+
+def assert_sample_moments(outputs, mean, variance, normal):
+    """Per element, the mean and variance of `outputs` (independent calls
+    along axis 0) against the exact `mean` and `variance`.
+
+    The sample mean's standard error is `sqrt(variance / n)`. The sample
+    variance's is `variance * sqrt(2 / (n - 1))` for normal outputs, and
+    otherwise `sqrt((m4 - variance**2) / n)` with the fourth central moment
+    `m4` estimated from the draws (a product of normals is not normal).
+    """
+    n = outputs.shape[0]
+    np.testing.assert_array_less(
+        np.abs(outputs.mean(axis=0) - mean),
+        MOMENT_Z * np.sqrt(variance / n) + MOMENT_ATOL,
+    )
+    if normal:
+        error = variance * np.sqrt(2.0 / (n - 1))
+    else:
+        fourth = np.mean((outputs - mean) ** 4, axis=0)
+        error = np.sqrt(np.maximum(fourth - variance**2, 0.0) / n)
+    np.testing.assert_array_less(
+        np.abs(outputs.var(axis=0, ddof=1) - variance),
+        MOMENT_Z * error + MOMENT_ATOL,
+    )

@@ -24,7 +24,13 @@ import pytest
 
 import keras_bayes as kb
 from tests import references
-from tests.helpers import assign_posterior, normal_inputs, to_numpy
+from tests.helpers import (
+    MOMENT_Z,
+    assert_sample_moments,
+    assign_posterior,
+    normal_inputs,
+    to_numpy,
+)
 from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import (
     BAYES_CONV,
@@ -37,9 +43,7 @@ from tests.layer_test import (
 # elements per case keeps the chance of a false failure for a different
 # seed below 1e-3).
 NUM_CALLS = 1000
-Z = 5.0
-# float32 arithmetic in the layer against the float64 reference.
-FLOAT_ATOL = 1e-4
+Z = MOMENT_Z  # standard errors allowed
 # Posterior values: scales varying per weight in (0.2, 1), so that a
 # misplaced scale (wrong axis, wrong weight) changes the variances.
 LOC_STD = 0.5
@@ -239,17 +243,8 @@ def test_output_mean_and_variance(case_id):
     assert outputs.shape[1:] == mean.shape
     n = NUM_CALLS
 
-    # Calls are independent, so per element the sample mean has standard
-    # error sqrt(variance / n) and, the marginal being normal, the sample
-    # variance has standard error variance * sqrt(2 / (n - 1)).
-    np.testing.assert_array_less(
-        np.abs(outputs.mean(axis=0) - mean),
-        Z * np.sqrt(variance / n) + FLOAT_ATOL,
-    )
-    np.testing.assert_array_less(
-        np.abs(outputs.var(axis=0, ddof=1) - variance),
-        Z * variance * np.sqrt(2.0 / (n - 1)) + FLOAT_ATOL,
-    )
+    # Calls are independent and each marginal is normal.
+    assert_sample_moments(outputs, mean, variance, normal=True)
 
     # A sharper check of the same moments, pooled over all elements: the
     # per-call averages of the standardized residuals z and z**2 are i.i.d.

@@ -21,6 +21,7 @@ import pytest
 from keras import ops
 
 import keras_bayes as kb
+from tests.helpers import MOMENT_Z, assert_sample_moments
 from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import run_layer_test
 
@@ -150,8 +151,7 @@ def test_kernel_is_shared_and_a_keras_point_estimate():
 # -- sample mode statistics -------------------------------------------------
 
 NUM_CALLS = 1000
-Z = 5.0
-FLOAT_ATOL = 1e-4
+Z = MOMENT_Z  # standard errors allowed
 
 
 def _channel_parts(layer_cls, kwargs, kernel, x):
@@ -212,20 +212,8 @@ def test_output_mean_and_variance(layer_cls):
     layer, x, outputs = _draws(layer_cls)
     mean, variance = _reference_moments(layer_cls, layer, x)
     assert outputs.shape[1:] == mean.shape
-    n = NUM_CALLS
-    # Independent calls: the sample mean's standard error is
-    # sqrt(var / n); the sample variance's is sqrt((m4 - var**2) / n), with
-    # the fourth central moment m4 estimated from the draws (a product of
-    # normals is not normal).
-    np.testing.assert_array_less(
-        np.abs(outputs.mean(axis=0) - mean),
-        Z * np.sqrt(variance / n) + FLOAT_ATOL,
-    )
-    fourth = np.mean((outputs - mean) ** 4, axis=0)
-    np.testing.assert_array_less(
-        np.abs(outputs.var(axis=0, ddof=1) - variance),
-        Z * np.sqrt(np.maximum(fourth - variance**2, 0.0) / n) + FLOAT_ATOL,
-    )
+    # Products of normals: not normal.
+    assert_sample_moments(outputs, mean, variance, normal=False)
 
 
 @pytest.mark.slow
