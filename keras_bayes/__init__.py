@@ -10,6 +10,7 @@ from keras_bayes import (
     priors,
     saving,
     uncertainty,
+    workflows,
 )
 from keras_bayes.conversion import to_bayesian
 from keras_bayes.deterministic import to_deterministic

@@ -7,6 +7,8 @@ with `Received: arg=value`.
 import math
 import numbers
 
+import numpy as np
+
 POSTERIOR_VALUES = ("sample", "mean")
 
 
@@ -15,6 +17,34 @@ def invalid(name, expected, value):
         f"Invalid value for argument `{name}`. {expected} "
         f"Received: {name}={value!r}"
     )
+
+
+class _Summary:
+    """A short stand-in for a large array in an error message."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        try:
+            array = np.asarray(self.value, dtype="float64")
+        except (TypeError, ValueError):
+            return repr(self.value)
+        if array.size <= 6:
+            return repr(array.tolist())
+        finite = array[np.isfinite(array)]
+        low = f"{finite.min():.4g}" if finite.size else "nan"
+        high = f"{finite.max():.4g}" if finite.size else "nan"
+        bad = array.size - finite.size
+        return (
+            f"<array of shape {array.shape}, finite values in [{low}, "
+            f"{high}], {bad} not finite>"
+        )
+
+
+def summary(value):
+    """`value` for `invalid`: arrays of more than 6 entries shortened."""
+    return _Summary(value)
 
 
 def positive_int(value, name):

@@ -90,9 +90,44 @@ class Posterior(_registry.ConfigObject):
         """The weight's `Parameters` from its variables."""
         return Parameters(name, ops.convert_to_tensor(variables["loc"]), None)
 
-    def point_values(self, weights, moped_delta):
-        """Variable values for a posterior centred on trained `weights`."""
-        return {"loc": np.asarray(weights, "float32")}
+    def values(self, loc, scale=None):
+        """Variable values (`{suffix: float32 array}`) of the posterior with
+        mean `loc` and standard deviation `scale`.
+
+        This is the one way in to a posterior's variables: conversion,
+        migration and post-hoc fits all give a location and a scale and
+        let the family store them in its own parameterisation.
+
+        Args:
+            loc: array-like, the posterior mean.
+            scale: array-like of positive standard deviations (broadcast
+                to `loc`'s shape), or None for a point estimate.
+        """
+        if scale is not None:
+            raise _validation.invalid(
+                "scale",
+                f"A `{type(self).__name__}` posterior is a point estimate "
+                "and has no scale: use a stochastic family (e.g. "
+                "`MeanFieldNormal`) to keep one.",
+                _validation.summary(scale),
+            )
+        return {"loc": np.asarray(loc, "float32")}
+
+    def values_from_point(self, weights, moped_delta):
+        """Variable values of a posterior centred on trained `weights`
+        (a point estimate keeps them as they are)."""
+        return self.values(weights)
+
+    def moments(self, variables):
+        """`(loc, scale)` as NumPy float32 arrays; `scale` is None for a
+        point estimate."""
+        return ops.convert_to_numpy(variables["loc"]), None
+
+    def placeholder(self):
+        """This family with every variable initialised to zeros: for
+        layers whose values are set right after they are built, so that
+        no random numbers are drawn only to be overwritten."""
+        return Deterministic("zeros")
 
 
 @register
@@ -172,18 +207,45 @@ class MeanFieldNormal(Posterior):
         excess = np.maximum(scale - SCALE_FLOOR, 1e-30)
         return (excess + np.log(-np.expm1(-excess))).astype("float32")
 
-    def point_values(self, weights, moped_delta):
+    def values(self, loc, scale=None):
+        """`<name>_loc = loc` and the untransformed scale that gives
+        `scale`; a scale at or below the `1e-5` floor gets the floor."""
+        loc = np.asarray(loc, "float32")
+        if scale is None:
+            raise _validation.invalid(
+                "scale",
+                f"A `{type(self).__name__}` posterior needs a standard "
+                "deviation for every weight.",
+                None,
+            )
+        scale = np.asarray(scale, "float64")
+        if not np.all(np.isfinite(scale)) or np.any(scale < 0):
+            raise _validation.invalid(
+                "scale",
+                "Expected finite, non-negative standard deviations.",
+                _validation.summary(scale),
+            )
+        scale = np.broadcast_to(scale, loc.shape)
+        return {"loc": loc, "untransformed_scale": self.inverse_scale(scale)}
+
+    def values_from_point(self, weights, moped_delta):
         """MOPED (Krishnan et al. 2020): loc `w`, scale `moped_delta * |w|`.
 
         Weights at exactly zero get the smallest representable scale (the
         `1e-5` floor) rather than a degenerate one.
         """
         weights = np.asarray(weights, "float32")
-        scale = moped_delta * np.abs(weights.astype("float64"))
-        return {
-            "loc": weights,
-            "untransformed_scale": self.inverse_scale(scale),
-        }
+        return self.values(
+            weights, moped_delta * np.abs(weights.astype("float64"))
+        )
+
+    def moments(self, variables):
+        loc = ops.convert_to_numpy(variables["loc"])
+        scale = self.scale(variables["untransformed_scale"])
+        return loc, ops.convert_to_numpy(scale)
+
+    def placeholder(self):
+        return MeanFieldNormal("zeros", "zeros")
 
     def get_config(self):
         return _serialize_initializers(

@@ -4,14 +4,25 @@ from keras_bayes import _validation
 from keras_bayes.layers.variational import VariationalLayer
 
 
+def is_bayesian(layer):
+    """Whether `layer` itself holds weight posteriors (a keras-bayes
+    variational layer: convolution, dense, depthwise, separable, rank-1).
+
+    A model or block that merely contains such layers is not Bayesian
+    itself: `bayesian_layers` finds those.
+    """
+    return isinstance(layer, VariationalLayer)
+
+
 def bayesian_layers(model_or_layer):
-    """Every `VariationalLayer` in a layer or model, nested ones included."""
+    """Every Bayesian layer (`is_bayesian`) in a layer or model, nested
+    ones included."""
     # `_flatten_layers` is the one walk Keras offers that reaches layers
     # nested inside custom layers as well as inside sub-models.
     return [
         layer
         for layer in model_or_layer._flatten_layers(include_self=True)
-        if isinstance(layer, VariationalLayer)
+        if is_bayesian(layer)
     ]
 
 

@@ -85,18 +85,33 @@ class PosteriorWeight:
         """Whether the KL is a Monte Carlo estimate at a posterior draw."""
         return self.prior is not None and not self.prior.closed_form_kl
 
+    def moments(self):
+        """`(loc, scale)` as NumPy arrays (`scale` None for a point)."""
+        return self.posterior.moments(self.variables)
+
     def mean(self):
         """The posterior mean as a NumPy array."""
-        return ops.convert_to_numpy(self.variables["loc"])
+        return self.moments()[0]
+
+    def assign(self, loc, scale=None):
+        """Set the posterior to mean `loc` and standard deviation `scale`
+        (None for a point estimate), through the family.
+
+        Every value is checked before any variable changes: a wrong shape
+        is a `ValueError` and leaves the weight as it was.
+        """
+        self._assign(self.posterior.values(loc, scale))
 
     def assign_point(self, weights, moped_delta):
         """Centre the posterior on trained `weights` (MOPED scale)."""
-        values = self.posterior.point_values(weights, moped_delta)
+        self._assign(self.posterior.values_from_point(weights, moped_delta))
+
+    def _assign(self, values):
         for suffix, value in values.items():
             variable = self.variables[suffix]
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(
-                    f"Cannot set weight '{self.name}' from weights of shape "
+                    f"Cannot set weight '{self.name}' from values of shape "
                     f"{tuple(value.shape)}: expected {tuple(variable.shape)}."
                 )
         for suffix, value in values.items():
@@ -199,6 +214,18 @@ class VariationalLayer(keras.layers.Layer):
             dtype="float32",
             trainable=False,
             autocast=False,
+        )
+
+    def posterior_weight(self, name):
+        """The declared `PosteriorWeight` called `name` (e.g. `"kernel"`)."""
+        for weight in self.posterior_weights:
+            if weight.name == name:
+                return weight
+        raise _validation.invalid(
+            "name",
+            f"Layer '{self.name}' has the posterior weights "
+            f"{[w.name for w in self.posterior_weights]}.",
+            name,
         )
 
     def set_from_point(self, weights, moped_delta):
