@@ -1,14 +1,18 @@
 """Priors over weights.
 
 A prior contributes to the KL term of a layer. `Normal` has a closed-form KL
-against a mean-field normal posterior; the mixtures are estimated with one
-Monte Carlo sample, `log q(w) - log p(w)` at a posterior draw `w`.
+against a mean-field normal posterior; the mixtures are estimated in sample
+mode with one Monte Carlo sample, `log q(w) - log p(w)` at the posterior
+draw `w` of the call, and in mean mode (which draws nothing) as
+`E_q[log q] - E_q[log p]`, the second term by 32-point Gauss-Hermite
+quadrature per weight.
 All arithmetic here runs in float32 whatever the layer's compute dtype.
 """
 
 import abc
 import math
 
+import numpy as np
 from keras import ops
 
 from keras_bayes import _registry, _validation
@@ -64,24 +68,50 @@ def normal_kl_sum(loc, scale, prior_loc, prior_scale):
     return kl(loc, scale)
 
 
-def kl_divergence(prior, params, noise):
+# Gauss-Hermite nodes and weights for `E[f(Z)]`, `Z ~ N(0, 1)`: the mean
+# mode's KL of a prior without a closed form (draws nothing).
+_QUADRATURE_POINTS = 32
+_NODES, _WEIGHTS = np.polynomial.hermite.hermgauss(_QUADRATURE_POINTS)
+_NODES = [float(x) for x in np.sqrt(2.0) * _NODES]
+_WEIGHTS = [float(w) for w in _WEIGHTS / np.sqrt(np.pi)]
+
+
+def expected_log_prob(prior, loc, scale):
+    """`E_q[log p(w)]` summed over weights, `q = N(loc, scale)`, by
+    32-point Gauss-Hermite quadrature per weight (deterministic)."""
+    total = ops.zeros((), dtype="float32")
+    for node, weight in zip(_NODES, _WEIGHTS):
+        total = total + weight * ops.sum(prior.log_prob(loc + scale * node))
+    return total
+
+
+def kl_divergence(prior, params, noise=None):
     """`KL(q || prior)` of one weight in float32; 0 without a prior.
 
-    Closed form where the prior has one; otherwise the single-sample Monte
-    Carlo estimate `log q(w) - log p(w)` at `w = loc + scale * noise`.
+    Closed form where the prior has one. Otherwise, with `noise`, the
+    single-sample Monte Carlo estimate `log q(w) - log p(w)` at `w = loc +
+    scale * noise` (sample mode: the draw the outputs used); without it
+    (mean mode, which draws nothing), `E_q[log q] - E_q[log p]` with the
+    second term by Gauss-Hermite quadrature.
 
     Args:
         prior: a `Prior` or None.
         params: the weight's `kb.posteriors.Parameters` (a normal
             posterior; a prior on a point estimate is refused earlier).
-        noise: the standard normal draw behind `w`, used only without a
-            closed form.
+        noise: the standard normal draw behind `w`, or None.
     """
     if prior is None:
         return ops.zeros((), dtype="float32")
     closed_form = prior.kl_from_normal(params.loc, params.scale)
     if closed_form is not None:
         return closed_form
+    if noise is None:
+        # E_q[log q] = -1/2 - log(scale) - log(2 pi) / 2 per weight.
+        count = math.prod(params.loc.shape)
+        neg_entropy = -ops.sum(ops.log(params.scale)) - count * (
+            0.5 + _HALF_LOG_2PI
+        )
+        return neg_entropy - expected_log_prob(prior, params.loc, params.scale)
     weights = params.loc + params.scale * noise
     log_q = -0.5 * ops.square(noise) - ops.log(params.scale) - _HALF_LOG_2PI
     return ops.sum(log_q - prior.log_prob(weights))

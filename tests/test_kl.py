@@ -226,22 +226,10 @@ def _mixture_layer(prior, value):
     return layer, values
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "prior_id, value",
-    # Each prior once, and each way of drawing the KL's weights once: the
-    # forward pass's draw (sample mode) or a draw of its own (mean mode).
-    [("scale_mixture_normal", "sample"), ("spike_and_slab", "mean")],
-)
-def test_monte_carlo_kl_is_unbiased(prior_id, value):
-    prior, (weight, scale1, scale2) = MIXTURE_PRIORS[prior_id]
-    layer, v = _mixture_layer(prior, value)
-    x = normal_inputs((4, 3))
-    num_calls = 200
-    estimates = np.array([_kl_loss(layer, x) for _ in range(num_calls)])
-
-    # Reference: E_q[log q(w) - log p(w)] from a large numpy sample of the
-    # posterior of all 8 weights (6 kernel, 2 bias).
+def _mixture_reference(v, weight, scale1, scale2):
+    """E_q[log q(w) - log p(w)] over all 8 weights (6 kernel, 2 bias) from
+    a large numpy sample: its mean, the per-draw spread and its own
+    standard error."""
     loc = np.concatenate([v["kernel_loc"].ravel(), v["bias_loc"]])
     scale = posterior_scale(
         np.concatenate(
@@ -259,10 +247,23 @@ def test_monte_carlo_kl_is_unbiased(prior_id, value):
         - mixture_log_density(w, weight, scale1, scale2),
         axis=1,
     )
-    expected, spread = per_draw.mean(), per_draw.std()
+    spread = per_draw.std()
+    return per_draw.mean(), spread, spread / math.sqrt(num_reference)
+
+
+@pytest.mark.slow
+def test_monte_carlo_kl_is_unbiased_in_sample_mode():
+    prior, (weight, scale1, scale2) = MIXTURE_PRIORS["scale_mixture_normal"]
+    layer, v = _mixture_layer(prior, "sample")
+    x = normal_inputs((4, 3))
+    num_calls = 200
+    estimates = np.array([_kl_loss(layer, x) for _ in range(num_calls)])
+    expected, spread, reference_error = _mixture_reference(
+        v, weight, scale1, scale2
+    )
     # Each layer call is one independent draw of the same quantity; the
     # numpy reference adds its own (much smaller) standard error.
-    error = spread * math.sqrt(1.0 / num_calls + 1.0 / num_reference)
+    error = math.hypot(spread / math.sqrt(num_calls), reference_error)
     assert abs(estimates.mean() - expected) < Z * error, (
         estimates.mean(),
         expected,
@@ -272,6 +273,28 @@ def test_monte_carlo_kl_is_unbiased(prior_id, value):
     # (within 25%: the sample std over 200 calls has a relative standard
     # error near 1/sqrt(2 * 200) = 5% for a near-normal sum).
     assert estimates.std() == pytest.approx(spread, rel=0.25)
+
+
+@pytest.mark.parametrize("prior_id", sorted(MIXTURE_PRIORS))
+def test_mean_mode_kl_of_a_mixture_is_its_expectation(prior_id, monkeypatch):
+    # Mean mode draws nothing: the KL is E_q[log q - log p] by quadrature,
+    # the same value on every call, equal to a large numpy sample's mean
+    # within that sample's standard error (Z of them) and 1e-3 relative
+    # for the quadrature and float32.
+    prior, (weight, scale1, scale2) = MIXTURE_PRIORS[prior_id]
+    layer, v = _mixture_layer(prior, "mean")
+    x = normal_inputs((4, 3))
+    for name in ("normal", "uniform", "randint", "truncated_normal"):
+
+        def refuse(*args, name=name, **kwargs):
+            raise AssertionError(f"keras.random.{name} was called")
+
+        monkeypatch.setattr(keras.random, name, refuse)
+    first, second = _kl_loss(layer, x), _kl_loss(layer, x)
+    assert first == second
+    expected, _, reference_error = _mixture_reference(v, weight, scale1, scale2)
+    tolerance = Z * reference_error + 1e-3 * abs(expected)
+    assert abs(first - expected) < tolerance, (first, expected, tolerance)
 
 
 def test_monte_carlo_kl_uses_the_draw_of_the_forward_pass():

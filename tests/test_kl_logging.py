@@ -155,3 +155,18 @@ def test_nested_model_reports_one_kl():
     np.testing.assert_allclose(
         history["kl"], [_numpy_weighted_kl(outer)], rtol=1e-5
     )
+
+
+def test_stateless_call_of_a_layer_leaves_no_call_context_open():
+    # A `stateless_call` runs the layer's `call` without `__call__`, which
+    # alone opens and closes Keras' call context: a context left open made
+    # every later call add its KL to the earlier ones'.
+    layer = kb.layers.DenseFlipout(2)
+    x = np.ones((3, 4), "float32")
+    layer.build(x.shape)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+    layer.stateless_call(trainable, non_trainable, x, return_losses=True)
+    layer(x)
+    layer(x)
+    assert len(layer.losses) == 1

@@ -24,6 +24,7 @@ import keras_bayes as kb
 from tests.helpers import MOMENT_Z, assert_sample_moments
 from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import run_layer_test
+from tests.references import dense
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -406,3 +407,35 @@ def test_member_average():
     )
     with pytest.raises(ValueError, match="expected ndim >= 3"):
         kb.layers.MemberAverage().compute_output_shape((2, 4))
+
+
+@pytest.mark.parametrize("mode", ["sample", "mean"])
+def test_point_estimate_factor_runs_in_both_modes(mode):
+    # gamma as a point estimate (no prior): each member's outputs are
+    # `dense(x * r, kernel) * gamma_loc + bias`, with r drawn in sample
+    # mode. With a tiny alpha scale the draw is r = alpha_loc up to 1e-4,
+    # so both modes match the numpy formula at the posterior means.
+    layer = kb.layers.DenseRank1(
+        3,
+        batch_shape=(2,),
+        gamma_posterior="deterministic",
+        gamma_prior=None,
+        posterior_value=mode,
+    )
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    layer.build(x.shape)
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(size=(4, 3)).astype("float32")
+    alpha = rng.normal(1.0, 0.2, size=(2, 4)).astype("float32")
+    gamma = rng.normal(1.0, 0.2, size=(2, 3)).astype("float32")
+    bias = rng.normal(size=(2, 3)).astype("float32")
+    layer.kernel.assign(kernel)
+    layer.bias.assign(bias)
+    layer.posterior_weight("alpha").assign(alpha, np.full((2, 4), 1e-8))
+    layer.posterior_weight("gamma").assign(gamma)
+    outputs = ops.convert_to_numpy(layer(x))
+    expected = np.stack(
+        [dense(x * alpha[b], kernel) * gamma[b] + bias[b] for b in range(2)],
+        axis=1,
+    )
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)

@@ -23,22 +23,25 @@ from keras_bayes import _validation
 class Draws:
     """The random numbers of one sampling call.
 
+    Every draw of a call comes from here: the weights' noise (kept, so
+    that a Monte Carlo KL scores the draw the outputs used) and the
+    per-example signs and noise of Flipout, local reparameterization and
+    the rank-1 factors.
+
     Args:
-        seed_generator: the layer's `keras.random.SeedGenerator`.
-        noise: `{weight name: standard normal draw}` drawn before the
-            sample/mean branch (weights whose KL needs the draw); other
-            weights draw their noise here.
+        seed: the layer's `keras.random.SeedGenerator`, or (JAX) one seed
+            drawn from it for the whole call, split here: inside a traced
+            branch or a custom derivative no generator state may change.
     """
 
-    def __init__(self, seed_generator, noise):
-        self._noise = noise
-        if keras.backend.backend() == "jax":
-            # Inside a traced branch (`lax.cond`) a generator's state must
-            # not change: take one seed now and split it inside.
-            self._key = seed_generator.next()
-            self._generator = None
+    def __init__(self, seed):
+        self._noise = {}
+        if isinstance(seed, keras.random.SeedGenerator):
+            self._generator = seed
+            self._key = None
         else:
-            self._generator = seed_generator
+            self._generator = None
+            self._key = seed
 
     def seed(self):
         """A seed for one `keras.random` call."""
@@ -56,10 +59,11 @@ class Draws:
         return keras.random.normal(shape, seed=self.seed())
 
     def noise(self, params):
-        """Standard normal noise of a weight's shape (float32)."""
-        if params.name in self._noise:
-            return self._noise[params.name]
-        return self.normal(params.loc.shape)
+        """Standard normal noise of a weight's shape (float32), the same
+        tensor every time it is asked for in this call."""
+        if params.name not in self._noise:
+            self._noise[params.name] = self.normal(params.loc.shape)
+        return self._noise[params.name]
 
     def weights(self, params):
         """A posterior draw of a weight: `loc + scale * eps`."""

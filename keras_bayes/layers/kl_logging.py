@@ -22,6 +22,7 @@ evaluation reports its `loss` as before.
 
 import keras
 from keras import ops
+from keras.src.backend.common import global_state
 
 from keras_bayes._export import register
 
@@ -88,8 +89,11 @@ def record(layer, weighted_kl, training):
     model's `call` runs without a context of its own; there the terms are
     collected by the loss computed in the same trace.
     """
-    get_context = getattr(layer, "_get_call_context", None)
-    context = get_context() if get_context is not None else None
+    # Read the context without opening one: `Layer._get_call_context` opens
+    # a context where none is open (a `stateless_call` runs `call`
+    # directly), and only `Layer.__call__` closes it again; left open, it
+    # would keep every later call from clearing the layer's losses.
+    context = global_state.get_global_attribute("current_call_ctx")
     model = getattr(context, "entry_layer", None)
     pending = layer._kl_pending
     if isinstance(model, keras.Model):

@@ -67,6 +67,15 @@ ARGS_DOC = """\
 """
 
 
+def _factors(params, shape, draws):
+    """One factor vector per example (`shape`) drawn from its posterior in
+    sample mode; the mean, shared by the examples, in mean mode and for a
+    point-estimate (deterministic) factor."""
+    if draws is None or params.scale is None:
+        return ops.expand_dims(params.loc, 0)
+    return params.loc + params.scale * draws.normal(shape)
+
+
 class Rank1Layer(
     member_weights.PlainWeightArguments, variational.VariationalLayer
 ):
@@ -121,14 +130,9 @@ class Rank1Layer(
 
     def compute_outputs(self, inputs, params, draws):
         dtype = inputs.dtype
-        alpha, gamma = params["alpha"], params["gamma"]
-        if draws is None:
-            in_factors = ops.expand_dims(alpha.loc, 0)
-            out_factors = ops.expand_dims(gamma.loc, 0)
-        else:
-            in_shape, out_shape = self._map.factor_shapes(inputs)
-            in_factors = alpha.loc + alpha.scale * draws.normal(in_shape)
-            out_factors = gamma.loc + gamma.scale * draws.normal(out_shape)
+        in_shape, out_shape = self._map.factor_shapes(inputs)
+        in_factors = _factors(params["alpha"], in_shape, draws)
+        out_factors = _factors(params["gamma"], out_shape, draws)
         outputs = self._map.modulate(
             inputs,
             ops.cast(self.kernel, dtype),

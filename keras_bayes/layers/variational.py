@@ -7,18 +7,21 @@ them (the KL), saves and loads them by name with checksums, and reports
 them for export and conversion. A layer kind only says how its outputs
 come from its inputs and its weights (`compute_outputs`).
 
-The path of one call: the posterior parameters of every declared weight
-(float32) -> the sample/mean branch: in sample mode `compute_outputs`
-with the call's draws, in mean mode `compute_outputs` at the posterior
-means, drawing nothing -> the KL of every weight, times `kl_weight`,
-added with `add_loss` (and noted for `fit`'s logs, `kl_logging.py`) ->
-the activation.
+The path of one call: `modes.branch` picks sample or mean mode from the
+flag (the one place that decides) -> sample mode: one `estimators.Draws`
+holds every random number of the call, `compute_outputs` runs with the
+posterior parameters and the draws, and the KL scores the same draws;
+mean mode: `compute_outputs` at the posterior means, drawing nothing, and
+the KL in closed form (or by quadrature) -> the KL of every weight, times
+`kl_weight`, added with `add_loss` (and noted for `fit`'s logs,
+`kl_logging.py`) -> the activation.
 
 Two small non-trainable variables steer every call, so that changing them
 takes effect in already-compiled `fit` / `predict` functions: `kl_weight`
 (multiplies the KL) and `posterior_sample` (1: draw weights, 0: use the
-posterior mean). In a traced function the branch is an `ops.cond` that
-runs only the chosen side; in eager execution it is a Python branch.
+posterior mean). How the flag is read in eager and traced calls, and why
+JAX differentiates a branch-free form of the call, is in `modes.py`; the
+`training` argument changes nothing but `fit`'s KL log.
 """
 
 import keras
@@ -243,45 +246,26 @@ class VariationalLayer(keras.layers.Layer):
     # -- forward --------------------------------------------------------
 
     def call(self, inputs, training=None):
-        # A Monte Carlo KL scores the draw the outputs used: such weights
-        # draw their noise before the branch.
-        noise = {
-            w.name: keras.random.normal(w.shape, seed=self.seed_generator)
-            for w in self.posterior_weights
-            if w.needs_draw_for_kl
-        }
-        sample = self._posterior_sample_variable
-        if keras.backend.backend() == "torch":
-            # Always eager: read the flag directly, the cheapest way.
-            known = float(sample.value) > 0.5
-        else:
-            known = modes.known_bool(sample)
-        if known is None and training and keras.backend.backend() == "jax":
-            # JAX's training step: the gradient of a convolution inside
-            # `lax.cond` runs 15-20x slower on XLA's CPU backend (measured:
-            # a Conv2DFlipout step 0.92 s against 0.06 s), so the draw is
-            # scaled by the flag instead. Mean mode while training draws
-            # noise and multiplies it by 0; inference still draws nothing.
-            draws = estimators.Draws(self.seed_generator, noise)
-            params = self._posterior_parameters()
-            outputs = self.compute_outputs(
-                inputs, modes.scaled_by(params, sample), draws
-            )
-            kl = self._kl(params, noise)
-        elif known is None:
-            draws = estimators.Draws(self.seed_generator, noise)
-            outputs, kl = ops.cond(
-                sample > 0.5,
-                lambda: self._sampled(inputs, draws, noise),
-                lambda: self._at_mean(inputs, noise),
-            )
-        elif known:
-            draws = estimators.Draws(self.seed_generator, noise)
-            outputs, kl = self._sampled(inputs, draws, noise)
-        else:
+        # One place picks sample or mean mode (`modes.branch`); in sample
+        # mode every random number of the call comes from one `Draws`.
+        flag = self._posterior_sample_variable
+        seed = self.seed_generator
+        if keras.backend.backend() == "jax" and modes.known_bool(flag) is None:
+            seed = self.seed_generator.next()
+        result = modes.branch(
+            flag,
+            self._sampled,
+            self._at_mean,
+            self._scaled,
+            self.variables,
+            inputs,
+            seed,
+        )
+        if result is None:
             outputs = self.compute_outputs(inputs, self._means(), None)
-            weighted = self._eager_mean_kl(noise)
-        if known is None or known:
+            weighted = self._eager_mean_kl()
+        else:
+            outputs, kl = result
             weighted = kl * self._kl_weight_variable
         self.add_loss(weighted)
         kl_logging.record(self, weighted, training)
@@ -301,35 +285,54 @@ class VariationalLayer(keras.layers.Layer):
             for w in self.posterior_weights
         }
 
-    def _kl(self, params, noise):
-        """The unweighted KL of every declared weight, in float32."""
+    def _kl(self, params, draws):
+        """The unweighted KL of every declared weight, in float32: a Monte
+        Carlo KL at the call's draw (`draws`), or, in mean mode (None),
+        without drawing."""
         kl = ops.zeros((), dtype="float32")
         for weight in self.posterior_weights:
+            noise = None
+            if draws is not None and weight.needs_draw_for_kl:
+                noise = draws.noise(params[weight.name])
             kl = kl + priors.kl_divergence(
-                weight.prior, params[weight.name], noise.get(weight.name)
+                weight.prior, params[weight.name], noise
             )
         return kl
 
-    def _sampled(self, inputs, draws, noise):
+    def _sampled(self, inputs, seed):
+        draws = estimators.Draws(seed)
         params = self._posterior_parameters()
-        return self.compute_outputs(inputs, params, draws), self._kl(
-            params, noise
-        )
+        outputs = self.compute_outputs(inputs, params, draws)
+        return outputs, self._kl(params, draws)
 
-    def _at_mean(self, inputs, noise):
+    def _at_mean(self, inputs):
         # The KL is an output of the branch: where nothing reads it (a
         # compiled `predict`), the compiler drops it with its scales.
         outputs = self.compute_outputs(inputs, self._means(), None)
-        return outputs, self._kl(self._posterior_parameters(), noise)
+        return outputs, self._kl(self._posterior_parameters(), None)
 
-    def _eager_mean_kl(self, noise):
+    def _scaled(self, inputs, seed, flag):
+        """Sample mode with every scale times `flag` (0 or 1): the outputs
+        of either mode without a branch, and the KL of the mode `flag`
+        picks (they differ only for a Monte Carlo KL)."""
+        draws = estimators.Draws(seed)
+        params = self._posterior_parameters()
+        outputs = self.compute_outputs(
+            inputs, modes.scaled_by(params, flag), draws
+        )
+        kl = self._kl(params, draws)
+        if any(w.needs_draw_for_kl for w in self.posterior_weights):
+            kl = ops.where(flag > 0.5, kl, self._kl(params, None))
+        return outputs, kl
+
+    def _eager_mean_kl(self):
         """The weighted KL in eager mean mode, reused while no variable (nor
         `kl_weight`) changed.
 
         Serving at the mean calls the layer again and again with the same
-        weights; the closed-form KL of unchanged variables is the same
-        tensor, so it is computed once (never for a Monte Carlo KL, never
-        where a gradient may flow through it).
+        weights; the KL of unchanged variables (closed form, or the mean
+        mode's quadrature) is the same tensor, so it is computed once
+        (never where a gradient may flow through it).
         """
         variables = [
             v for w in self.posterior_weights for v in w.variables.values()
@@ -337,11 +340,11 @@ class VariationalLayer(keras.layers.Layer):
         variables.append(self._kl_weight_variable)
         key, values = modes.unchanged_key(variables)
         cache = self._kl_cache
-        if key is not None and not noise and cache.key == key:
+        if key is not None and cache.key == key:
             return cache.kl
-        kl = self._kl(self._posterior_parameters(), noise)
+        kl = self._kl(self._posterior_parameters(), None)
         kl = kl * self._kl_weight_variable
-        if key is not None and not noise:
+        if key is not None:
             cache.key, cache.kl, cache.values = key, kl, values
         return kl
 
