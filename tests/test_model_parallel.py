@@ -33,7 +33,7 @@ from tests.backend_marks import only_on
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = only_on(
+jax_only = only_on(
     "jax",
     reason="keras.distribution.ModelParallel needs the JAX backend; the "
     "worker runs in a JAX process of its own",
@@ -261,6 +261,7 @@ USER_LAYOUTS = {
 }
 
 
+@jax_only
 def test_posterior_variables_follow_the_user_layout(results):
     shardings = results["user_shardings"]
     for path, layout in USER_LAYOUTS.items():
@@ -272,6 +273,7 @@ def test_posterior_variables_follow_the_user_layout(results):
         assert all(axis is None for axis in shardings[path]), path
 
 
+@jax_only
 @pytest.mark.parametrize("mode", ["mean", "sample"])
 def test_fit_step_equals_the_single_device_run(results, mode):
     single = results["single"][mode]
@@ -308,6 +310,7 @@ def _check_layouts(shardings, layouts):
         assert shardings[path] == want, (path, shardings[path], want)
 
 
+@jax_only
 def test_keras_hub_layout_map_alone_leaves_posteriors_replicated(results):
     # Keras matches a key against the whole path: the backbone's
     # "...query.kernel" names `query/kernel`, not `query/kernel_loc`.
@@ -324,6 +327,7 @@ def test_keras_hub_layout_map_alone_leaves_posteriors_replicated(results):
     assert hub["shardings"]["token_embedding/embeddings"] == ["model", "batch"]
 
 
+@jax_only
 def test_posterior_layout_map_shards_posteriors_as_their_weights(results):
     hub = results["hub_posterior"]
     layouts = hub["weight_layouts"]
