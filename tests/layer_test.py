@@ -52,6 +52,15 @@ DENSE_CLASSES = [
 # stochastic bias adds `bias_untransformed_scale`), for
 # `expected_variable_names`.
 POSTERIOR_NAMES = ["kernel_loc", "kernel_untransformed_scale", "bias_loc"]
+# The variables of a rank-1 layer with a bias.
+RANK1_NAMES = [
+    "kernel",
+    "alpha_loc",
+    "alpha_untransformed_scale",
+    "gamma_loc",
+    "gamma_untransformed_scale",
+    "bias",
+]
 CONTROL_NAMES = ["kl_weight", "posterior_sample"]
 
 

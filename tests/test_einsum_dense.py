@@ -28,20 +28,19 @@ from tests.helpers import (
     MOMENT_Z,
     assert_sample_moments,
     assign_posterior,
+    example_correlation,
     layer_kl,
     normal_inputs,
+    randomize_rank1,
     to_numpy,
 )
-from tests.layer_test import CONTROL_NAMES, POSTERIOR_NAMES, run_layer_test
+from tests.layer_test import (
+    CONTROL_NAMES,
+    POSTERIOR_NAMES,
+    RANK1_NAMES,
+    run_layer_test,
+)
 
-RANK1_NAMES = [
-    "kernel",
-    "alpha_loc",
-    "alpha_untransformed_scale",
-    "gamma_loc",
-    "gamma_untransformed_scale",
-    "bias",
-]
 # `(id, kwargs, input shape, output shape)`.
 EQUATIONS = [
     ("dense", {"equation": "ab,bc->ac", "output_shape": 3, "bias_axes": "c"},
@@ -184,6 +183,12 @@ SAMPLE_CASES = {
          "bias_axes": "e", "bias_posterior": "mean_field_normal"},
         (3, 4),
     ),
+    # The batch and sequence axes inside the ellipsis.
+    "flipout_left_ellipsis": (
+        kb.layers.EinsumDenseFlipout,
+        {"equation": "...c,cd->...d", "output_shape": 3, "bias_axes": "d"},
+        (3, 4),
+    ),
     "flipout_two_members": (
         kb.layers.EinsumDenseFlipout,
         {"equation": "abc,cd->abd", "output_shape": (None, 3),
@@ -260,11 +265,7 @@ def test_identical_examples_in_one_batch(case_id):
         np.testing.assert_array_equal(outputs[:, 0], outputs[:, 1])
         return
     mean, _ = _reference_moments(case_id, x, values)
-    first = (outputs[:, 0] - mean[0]).reshape(NUM_CALLS, -1)
-    second = (outputs[:, 1] - mean[1]).reshape(NUM_CALLS, -1)
-    correlation = np.sum(first * second, axis=0) / np.sqrt(
-        np.sum(first**2, axis=0) * np.sum(second**2, axis=0)
-    )
+    correlation = example_correlation(outputs, mean)
     # Under zero correlation, the sample correlation of two Flipout
     # perturbations has standard deviation at most sqrt(3 / n)
     # (tests/test_estimator_statistics.py derives the bound).
@@ -299,20 +300,6 @@ RANK1_KWARGS = {
 }
 
 
-def _randomize_rank1(layer, seed=1):
-    """Factors away from 1, scales around 0.5, a random kernel and bias."""
-    rng = np.random.default_rng(seed)
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = rng.uniform(-1.5, 0.0, size=shape)
-        elif variable.name.endswith("_loc"):
-            value = rng.normal(1.0, 0.5, size=shape)
-        else:
-            value = rng.normal(size=shape)
-        variable.assign(value.astype("float32"))
-
-
 def _keras_member(layer, x, member):
     """`EinsumDense(x * alpha[b]) * gamma[b] + bias[b]` with Keras' layer."""
     reference = keras.layers.EinsumDense(
@@ -338,7 +325,7 @@ def test_rank1_mean_mode_is_the_formula_per_member():
     assert tuple(layer.bias.shape) == (2,) + tuple(keras_layer.bias.shape)
     assert tuple(layer.alpha_loc.shape) == (2, 5)
     assert tuple(layer.gamma_loc.shape) == (2, 2, 2)
-    _randomize_rank1(layer)
+    randomize_rank1(layer)
     x = normal_inputs(shape)
     x_members = normal_inputs(shape[:1] + (2,) + shape[1:], seed=1)
     shared, per_member = to_numpy(layer(x)), to_numpy(layer(x_members))
@@ -389,7 +376,7 @@ def test_rank1_default_kernel_has_keras_fan():
 def _rank1_draws():
     layer = kb.layers.EinsumDenseRank1(**RANK1_KWARGS, seed=11)
     model = keras.Sequential([keras.Input((3, 4)), layer])
-    _randomize_rank1(layer, seed=3)
+    randomize_rank1(layer, seed=3)
     x0, x1 = normal_inputs((2, 3, 4), seed=4)
     x = np.stack([x0, x0, x1])
     tiled = np.tile(x, (NUM_CALLS, 1, 1))
@@ -416,11 +403,7 @@ def test_rank1_sample_mode_moments():
     variance = (g**2 + sg**2) * (mean_z**2 + var_z) - g**2 * mean_z**2
     assert_sample_moments(outputs, mean, variance, normal=False)
     # Identical examples draw their own factors: uncorrelated.
-    first = (outputs[:, 0] - mean[0]).reshape(NUM_CALLS, -1)
-    second = (outputs[:, 1] - mean[1]).reshape(NUM_CALLS, -1)
-    correlation = np.sum(first * second, axis=0) / np.sqrt(
-        np.sum(first**2, axis=0) * np.sum(second**2, axis=0)
-    )
+    correlation = example_correlation(outputs, mean)
     # Independent draws: sample correlation ~ N(0, 1 / n).
     assert np.max(np.abs(correlation)) < MOMENT_Z / np.sqrt(NUM_CALLS)
 
@@ -451,7 +434,7 @@ def test_rank1_kl_is_the_closed_form():
         **RANK1_KWARGS, batch_shape=(2,), kl_weight=0.5
     )
     layer.build((2, 4, 5))
-    _randomize_rank1(layer, seed=7)
+    randomize_rank1(layer, seed=7)
     layer(normal_inputs((2, 4, 5)))
     expected = 0.0
     for name in ("alpha", "gamma"):
