@@ -16,6 +16,7 @@ last, with size 1 along the axes not in `bias_axes`, so that it
 broadcasts from the right.
 """
 
+import numbers
 import re
 import string
 
@@ -84,18 +85,21 @@ def _output_shape(value, outputs, side):
     """`output_shape` as a tuple of positive ints or None, one per output
     axis after the batch axis (and outside the ellipsis)."""
     expected_length = len(outputs) - (0 if side == "left" else 1)
-    entries = (value,) if isinstance(value, int) else value
+
+    def size(entry):
+        return (
+            isinstance(entry, numbers.Integral)
+            and not isinstance(entry, bool)
+            and entry > 0
+        )
+
+    entries = (value,) if isinstance(value, numbers.Integral) else value
     try:
         entries = tuple(entries)
     except TypeError:
         entries = None
     ok = entries is not None and len(entries) == expected_length
-    if ok:
-        ok = all(
-            e is None
-            or (isinstance(e, int) and not isinstance(e, bool) and e > 0)
-            for e in entries
-        )
+    ok = ok and all(e is None or size(e) for e in entries)
     if not ok:
         raise _validation.invalid(
             "output_shape",
@@ -104,7 +108,7 @@ def _output_shape(value, outputs, side):
             f"axes), for the output axes '{outputs}'.",
             value,
         )
-    return tuple(entries)
+    return tuple(None if e is None else int(e) for e in entries)
 
 
 class EinsumMap(LinearMap):
