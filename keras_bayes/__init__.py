@@ -3,6 +3,7 @@
 from keras_bayes import (
     callbacks,
     config,
+    distribution,
     layers,
     metrics,
     migrate,

@@ -40,6 +40,34 @@ def assign_posterior(layer, seed=1, loc_std=1.0, scale_range=(0.5, 1.5)):
     return values
 
 
+def randomize_rank1(layer, seed=1):
+    """Distinctive values for a rank-1 layer: factor locs `N(1, 0.5)`
+    (away from 1), untransformed scales uniform in (-1.5, 0) (scales about
+    0.2-0.7), the kernel and bias `N(0, 1)`."""
+    rng = np.random.default_rng(seed)
+    for variable in layer.trainable_weights:
+        shape = tuple(variable.shape)
+        if variable.name.endswith("untransformed_scale"):
+            value = rng.uniform(-1.5, 0.0, size=shape)
+        elif variable.name.endswith("_loc"):
+            value = rng.normal(1.0, 0.5, size=shape)
+        else:
+            value = rng.normal(size=shape)
+        variable.assign(value.astype("float32"))
+
+
+def example_correlation(outputs, mean, first=0, second=1):
+    """Per output element, the sample correlation across calls (axis 0 of
+    `outputs`, `(calls, examples, ...)`) of two examples' deviations from
+    their exact means `mean` (`(examples, ...)`)."""
+    calls = outputs.shape[0]
+    a = (outputs[:, first] - mean[first]).reshape(calls, -1)
+    b = (outputs[:, second] - mean[second]).reshape(calls, -1)
+    return np.sum(a * b, axis=0) / np.sqrt(
+        np.sum(a**2, axis=0) * np.sum(b**2, axis=0)
+    )
+
+
 def layer_kl(layer):
     """The unweighted KL of a Bayesian layer whose priors are all `Normal`.
 

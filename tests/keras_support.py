@@ -36,6 +36,9 @@ _KERAS_ARGUMENTS = (
     "output_padding",
     "depth_multiplier",
     "use_bias",
+    "equation",
+    "output_shape",
+    "bias_axes",
 )
 
 
@@ -71,7 +74,9 @@ def _failure(class_name, arguments, input_shape, dtype, fit):
         if fit:
             model = keras.Sequential([keras.Input(input_shape[1:]), layer])
             model.compile(optimizer="sgd", loss="mse")
-            y = np.zeros((input_shape[0], *model.output_shape[1:]), "float32")
+            # The shape of a real output: Keras' symbolic shape may leave
+            # axes unknown (`EinsumDense` with None in `output_shape`).
+            y = keras.ops.convert_to_numpy(model(x)) * 0.0
             model.train_on_batch(x, y)
         else:
             keras.ops.convert_to_numpy(layer(x))

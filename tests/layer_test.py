@@ -52,6 +52,15 @@ DENSE_CLASSES = [
 # stochastic bias adds `bias_untransformed_scale`), for
 # `expected_variable_names`.
 POSTERIOR_NAMES = ["kernel_loc", "kernel_untransformed_scale", "bias_loc"]
+# The variables of a rank-1 layer with a bias.
+RANK1_NAMES = [
+    "kernel",
+    "alpha_loc",
+    "alpha_untransformed_scale",
+    "gamma_loc",
+    "gamma_untransformed_scale",
+    "bias",
+]
 CONTROL_NAMES = ["kl_weight", "posterior_sample"]
 
 
@@ -162,8 +171,9 @@ def run_layer_test(
 def _member_input_shape(layer_cls, init_kwargs, input_shape):
     """One member's input shape (inputs may carry `batch_shape` axes)."""
     k = len(tuple(init_kwargs.get("batch_shape", ())))
-    rank = getattr(layer_cls, "rank", None)
-    member_ndim = 2 if rank is None else rank + 2
+    if not k:
+        return tuple(input_shape)
+    member_ndim = layer_cls(**init_kwargs)._map.members.member_ndim
     if k and len(input_shape) == member_ndim + k:
         return tuple(input_shape[:1]) + tuple(input_shape[1 + k :])
     return tuple(input_shape)

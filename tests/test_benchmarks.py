@@ -353,6 +353,17 @@ def test_conv_cost_quick():
     assert "| backend |" in script.report({"backend": result}, None)
 
 
+def test_einsum_cost_quick():
+    script = load_script("benchmarks/einsum_cost.py")
+    args = script.parse_args(["--quick", "--repeats", "2", "--warmup", "1"])
+    result = script.measure(args)
+    for kind in ("train step", "predict"):
+        for name, _, _ in script.CANDIDATES:
+            _check_comparison(result[kind][name])
+        assert _positive_finite(result[kind]["plain_ms"])
+    assert "Flipout (sample)" in script.report({BACKEND: result}, args)
+
+
 def test_soak_quick():
     script = load_script("benchmarks/soak.py")
     result = script.soak(steps=8, steps_per_epoch=2)

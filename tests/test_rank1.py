@@ -22,6 +22,7 @@ from keras import ops
 
 import keras_bayes as kb
 from tests.helpers import MOMENT_Z, assert_sample_moments
+from tests.helpers import randomize_rank1 as _randomize
 from tests.keras_support import skip_unless_keras_runs
 from tests.layer_test import run_layer_test
 from tests.references import dense
@@ -66,20 +67,6 @@ def _case(layer_cls):
     if "Transpose" in layer_cls.__name__:
         kwargs["strides"] = 2
     return kwargs, (3, *spatial, 2)
-
-
-def _randomize(layer, seed=1):
-    """Distinctive values: factors away from 1, scales around 0.5."""
-    rng = np.random.default_rng(seed)
-    for variable in layer.trainable_weights:
-        shape = tuple(variable.shape)
-        if variable.name.endswith("untransformed_scale"):
-            value = rng.uniform(-1.5, 0.0, size=shape)
-        elif variable.name.endswith("_loc"):
-            value = rng.normal(1.0, 0.5, size=shape)
-        else:
-            value = rng.normal(size=shape)
-        variable.assign(value.astype("float32"))
 
 
 def _member_reference(layer_cls, kwargs, layer, x, member):

@@ -44,6 +44,11 @@ from keras_bayes.layers.depthwise import (
     DepthwiseConv2DFlipout,
     DepthwiseConv2DReparameterization,
 )
+from keras_bayes.layers.einsum_dense import (
+    EinsumDenseFlipout,
+    EinsumDenseRank1,
+    EinsumDenseReparameterization,
+)
 from keras_bayes.layers.members_average import MemberAverage
 from keras_bayes.layers.members_in_batch import MembersFromBatch, MembersInBatch
 from keras_bayes.layers.rank1 import (

@@ -16,6 +16,7 @@ from keras_bayes.layers.maps import (
     ConvTransposeMap,
     DenseMap,
     DepthwiseMap,
+    EinsumMap,
     map_property,
 )
 
@@ -172,3 +173,39 @@ class DenseGeometry(Geometry):
     ):
         super().__init__(**kwargs)
         self._finish(locals())
+
+
+class EinsumGeometry(Geometry):
+    """`keras.layers.EinsumDense`'s arguments.
+
+    The layer has a bias when `bias_axes` is given (there is no
+    `use_bias`); `output_shape` is read back as `partial_output_shape`, as
+    in Keras.
+    """
+
+    map_class = EinsumMap
+    exposed = ("equation", "partial_output_shape", "bias_axes")
+
+    def __init__(
+        self,
+        equation,
+        output_shape,
+        activation=None,
+        bias_axes=None,
+        batch_shape=(),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        arguments = {
+            "equation": equation,
+            "output_shape": output_shape,
+            "bias_axes": bias_axes,
+        }
+        self._map = EinsumMap(None, arguments, batch_shape, self.name)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bias_axes is not None
+
+    def get_config(self):
+        config = super().get_config()
+        del config["use_bias"]
+        return config
