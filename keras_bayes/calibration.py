@@ -105,11 +105,10 @@ def fit_temperature(logits, y, bounds=(1e-2, 1e2)):
             d = a + _INV_PHI * (b - a)
             fd = _nll(logits, labels, d)
     # The bounds are candidates too: the minimum may sit on one of them.
-    best = min(
-        (_nll(logits, labels, x), x)
-        for x in ((a + b) / 2, math.log(low), math.log(high))
-    )[1]
-    return float(min(max(math.exp(best), low), high))
+    candidates = (low, high, math.exp((a + b) / 2))
+    return float(
+        min(candidates, key=lambda t: _nll(logits, labels, math.log(t)))
+    )
 
 
 def logits_from_probabilities(probs, epsilon=1e-12):

@@ -35,6 +35,7 @@ are converted with `keras.ops.convert_to_numpy`).
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -44,19 +45,12 @@ _SCORES = ("lac", "aps")
 
 
 def _alpha(alpha):
-    value = math.nan if isinstance(alpha, bool) else _float(alpha)
-    if not 0 < value < 1:
+    real = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+    if not real or not 0 < float(alpha) < 1:
         raise _validation.invalid(
             "alpha", "Expected a number strictly between 0 and 1.", alpha
         )
-    return value
-
-
-def _float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+    return float(alpha)
 
 
 def quantile_rank(n, alpha):
