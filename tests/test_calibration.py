@@ -16,7 +16,7 @@ from keras_bayes.calibration import (
     fit_temperature,
     logits_from_probabilities,
 )
-from tests.helpers import to_numpy
+from tests.helpers import assert_value_error, to_numpy
 
 
 def _reference_nll(logits, labels, temperature):
@@ -40,12 +40,6 @@ def _synthetic(n, num_classes, sharpness, seed):
     p = np.exp(log_softmax(z, axis=1))
     labels = (p.cumsum(axis=1) > rng.uniform(size=(n, 1))).argmax(axis=1)
     return sharpness * z, labels
-
-
-def _raises(function, message):
-    with pytest.raises(ValueError) as info:
-        function()
-    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
@@ -173,12 +167,12 @@ def test_temperature_scaling_lowers_ece_and_nll_of_overconfident_model():
     ],
 )
 def test_constructor_errors(kwargs, message):
-    _raises(lambda: TemperatureScaling(**kwargs), message)
+    assert_value_error(lambda: TemperatureScaling(**kwargs), message)
 
 
 def test_set_temperature_rejects_non_positive_and_changes_nothing():
     layer = TemperatureScaling(temperature=2.0)
-    _raises(
+    assert_value_error(
         lambda: layer.set_temperature(-1.0),
         "Invalid value for argument `temperature`. Expected a finite, "
         "strictly positive number. Received: temperature=-1.0",
@@ -245,12 +239,12 @@ LOGITS = np.zeros((3, 4))
 )
 def test_fit_errors(logits, y, kwargs, message):
     layer = TemperatureScaling(temperature=1.5)
-    _raises(lambda: layer.fit(logits, y, **kwargs), message)
+    assert_value_error(lambda: layer.fit(logits, y, **kwargs), message)
     assert layer.temperature == pytest.approx(1.5)
 
 
 def test_logits_from_probabilities_rejects_logits():
-    _raises(
+    assert_value_error(
         lambda: logits_from_probabilities([[2.0, -1.0]]),
         "Invalid value for argument `probs`. Expected probabilities: "
         "non-negative, each row summing to 1 within 0.01 (apply a softmax "

@@ -13,6 +13,7 @@ from keras_bayes.conformal import (
     coverage,
     quantile_rank,
 )
+from tests.helpers import assert_value_error
 
 # Five calibration examples, three classes. True-class probabilities 0.6,
 # 0.5, 0.3, 0.8, 0.1; by hand:
@@ -177,12 +178,6 @@ def test_coverage_and_set_size_by_hand():
     assert average_set_size(sets) == 1.0
 
 
-def _raises(function, message):
-    with pytest.raises(ValueError) as info:
-        function()
-    assert str(info.value) == message
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -232,7 +227,7 @@ def _raises(function, message):
     ],
 )
 def test_constructor_errors(kwargs, message):
-    _raises(lambda: SplitConformal(**kwargs), message)
+    assert_value_error(lambda: SplitConformal(**kwargs), message)
 
 
 @pytest.mark.parametrize(
@@ -281,12 +276,12 @@ def test_constructor_errors(kwargs, message):
 )
 def test_fit_errors(probs, y, message):
     conformal = SplitConformal()
-    _raises(lambda: conformal.fit(probs, y), message)
+    assert_value_error(lambda: conformal.fit(probs, y), message)
     assert conformal.threshold_ is None
 
 
 def test_predict_before_fit():
-    _raises(
+    assert_value_error(
         lambda: SplitConformal().predict_sets(np.array([[0.5, 0.5]])),
         "This SplitConformal is not fitted yet: call `fit(probs_val, "
         "y_val)` before `predict_sets`. Received: threshold_=None",
@@ -295,7 +290,7 @@ def test_predict_before_fit():
 
 def test_predict_rejects_logits():
     conformal = SplitConformal().fit(HAND_PROBS, HAND_LABELS)
-    _raises(
+    assert_value_error(
         lambda: conformal.predict_sets(np.array([[2.0, -1.0, 0.5]])),
         "Invalid value for argument `probs`. Expected probabilities: "
         "non-negative, each row summing to 1 within 0.01 (apply a softmax "
@@ -305,7 +300,7 @@ def test_predict_rejects_logits():
 
 
 def test_coverage_rejects_non_boolean_sets():
-    _raises(
+    assert_value_error(
         lambda: coverage(np.ones((2, 3)), [0, 1]),
         "Invalid value for argument `sets`. Expected a boolean array of "
         "shape (N, K), as from `SplitConformal.predict_sets`. "
