@@ -22,10 +22,11 @@ unimodal in `log T`. `fit_temperature` minimises it over `log T` in
 deterministic, derivative-free, and certain to find the minimum of a
 unimodal function within the bracket. When the NLL keeps decreasing past a
 bound (for example: every validation example is classified correctly, so
-`T -> 0` is optimal) the bound is returned.
+`T -> 0` is optimal) the bound is returned, with a warning.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -106,9 +107,24 @@ def fit_temperature(logits, y, bounds=(1e-2, 1e2)):
             fd = _nll(logits, labels, d)
     # The bounds are candidates too: the minimum may sit on one of them.
     candidates = (low, high, math.exp((a + b) / 2))
-    return float(
-        min(candidates, key=lambda t: _nll(logits, labels, math.log(t)))
-    )
+    best = min(candidates, key=lambda t: _nll(logits, labels, math.log(t)))
+    if best == low:
+        warnings.warn(
+            f"The validation NLL is lowest at the lower bound T={low:g} of "
+            "`bounds`. When every validation example is classified "
+            "correctly with a margin, the NLL keeps falling as T -> 0 and "
+            "the fitted temperature over-sharpens unseen data; use more "
+            "validation data (with some errors) or a larger lower bound.",
+            stacklevel=2,
+        )
+    elif best == high:
+        warnings.warn(
+            f"The validation NLL is lowest at the upper bound T={high:g} of "
+            "`bounds`: the logits carry next to no information about the "
+            "labels (predictions near uniform fit best).",
+            stacklevel=2,
+        )
+    return float(best)
 
 
 def logits_from_probabilities(probs, epsilon=1e-12):

@@ -67,7 +67,16 @@ def test_temperature_matches_grid_minimiser(sharpness, seed):
 def test_all_correct_with_margin_gives_lowest_bound():
     # Every example right with a margin: NLL falls as T -> 0.
     logits = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, -1.0]])
-    assert fit_temperature(logits, [0, 1, 0], bounds=(0.1, 10)) == 0.1
+    with pytest.warns(UserWarning, match=r"lowest at the lower bound T=0\.1 "):
+        assert fit_temperature(logits, [0, 1, 0], bounds=(0.1, 10)) == 0.1
+
+
+def test_uninformative_logits_give_highest_bound():
+    # Same logits, labels half one class, half the other: p = 1/2 is best,
+    # which T -> infinity approaches.
+    logits = np.array([[1.0, 0.0]] * 4)
+    with pytest.warns(UserWarning, match=r"upper bound T=10 "):
+        assert fit_temperature(logits, [0, 1, 0, 1], bounds=(0.1, 10)) == 10
 
 
 def test_probabilities_give_the_temperature_of_their_logits():
@@ -101,7 +110,12 @@ def test_layer_divides_logits_by_the_temperature(output_mode):
 
 def test_model_with_the_layer_saves_and_loads(tmp_path):
     logits, labels = _synthetic(128, 4, 3.0, 6)
-    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    base = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, kernel_initializer="identity"),
+        ]
+    )
     scaling = TemperatureScaling().fit(base.predict(logits, verbose=0), labels)
     model = keras.Sequential([base, scaling, keras.layers.Softmax()])
     before = model.predict(logits, verbose=0)
