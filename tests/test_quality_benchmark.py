@@ -243,7 +243,9 @@ def test_pooled_difference_and_its_standard_errors(quality):
 
 
 def test_every_method_runs_at_quick_size(quality):
-    args = quality.parse_args(["--quick", "--tasks", "digits"])
+    args = quality.parse_args(
+        ["--quick", "--tasks", "digits", "--methods", *quality.METHODS]
+    )
     assert args.seeds == [0, 1, 2, 3, 4]
     output = quality.work(args)
     task = output["tasks"]["digits"]
