@@ -89,8 +89,10 @@ def fit_temperature(logits, y, bounds=(1e-2, 1e2)):
     labels = _arrays.labels(y, *logits.shape, "y")
     low, high = _bounds(bounds)
     if len(labels) == 0:
-        raise _validation.invalid(
-            "logits", "Expected at least one example.", "an empty array"
+        raise _arrays.error(
+            "logits",
+            "Expected at least one example.",
+            f"logits.shape={logits.shape}",
         )
     a, b = math.log(low), math.log(high)
     c = b - _INV_PHI * (b - a)

@@ -217,6 +217,14 @@ LOGITS = np.zeros((3, 4))
             id="logits-nan",
         ),
         pytest.param(
+            np.zeros((0, 3)),
+            [],
+            {},
+            "Invalid value for argument `logits`. Expected at least one "
+            "example. Received: logits.shape=(0, 3)",
+            id="no-examples",
+        ),
+        pytest.param(
             LOGITS,
             [0, 4, 1],
             {},
