@@ -1,46 +1,42 @@
-"""Predictive quality: Bayesian CNNs against their deterministic twin.
+"""Predictive quality: Bayesian and post-hoc methods against the twin.
 
-On real data sets that ship inside Python packages (see `quality_data.py`:
+On real data sets that ship inside Python packages (`quality_data.py`:
 scikit-learn's digits and the UCR/UEA JapaneseVowels from aeon's wheel),
-trains the same small CNN several ways, with the same optimizer, schedule,
-batch size and number of epochs, and reports on the test split:
+trains the same small CNN several ways (`quality_models.py`), with the
+same optimizer, schedule, batch size and number of epochs, applies the
+post-hoc methods to the trained twin (`quality_methods.py` lists every
+method), and reports on the test split:
 
 - accuracy, negative log-likelihood (NLL, nats), expected calibration
   error (ECE, 15 bins) and Brier score of the predictive distribution;
 - out-of-distribution AUROC: how well the predictive entropy, and the
   mutual information (the epistemic part), rank the held-out classes'
   examples above the test examples (0.5 = chance, 1 = perfect);
-- training time (wall clock of `fit`; for `to_bayesian`, the twin's
-  training plus the fine-tune).
+- split conformal prediction sets at `alpha = 0.1` (LAC and APS scores,
+  `kb.conformal`) from each method's probabilities, calibrated on the
+  validation split: coverage and average set size on the test split;
+- on digits, a shift sweep: the test images rotated by 0 to 180 degrees
+  and with additive Gaussian noise (`quality_data.shifted_test_sets`),
+  the four scores per shift level;
+- paired differences against the twin (same seed, same split), with
+  their standard deviation over seeds, and for the NLL over all shifted
+  test images, its standard error;
+- training time (wall clock; for methods built on the twin, the twin's
+  training plus their own fit).
 
-Methods (columns of the table):
-
-- `twin`: the CNN with `keras.layers`;
-- `reparameterization`, `flipout`: the CNN with keras-bayes layers and the
-  library defaults (N(0, 1) prior, `kl_weight = 1 / N`);
-- `to_bayesian`: `kb.to_bayesian(twin)` (MOPED) and a short fine-tune;
-- `ensemble`: a deep ensemble of K twins in one network of
-  `kb.layers.BatchedConv*D(..., batch_shape=(K,))` layers, members trained
-  side by side and averaged;
-- `rank1`: rank-1 Bayesian layers with K members (`kb.layers.Conv*DRank1`,
-  `DenseRank1`), skipped with a note where the library has none;
-- `recipe`: the recommended Bayesian recipe (`RECIPE`), tuned on the
-  validation split (`--split val`) only.
-
-A method can carry settings, as `name:key=value,key=value`, e.g.
-`flipout:tau=0.1,prior=0.3` (`SETTINGS` lists the keys). Bayesian models
-predict with `--num-samples` Monte Carlo weight samples.
+Bayesian models predict with `--num-samples` Monte Carlo weight samples.
+The script runs through `benchmarks/harness.py`: one worker process per
+backend of `--backends`, JSON out with `--json`.
 
 Usage:
-    python benchmarks/quality.py                    # the full table
-    python benchmarks/quality.py --quick            # smoke run, seconds
-    python benchmarks/quality.py --tasks vowels --split val \\
+    python benchmarks/quality.py --backends jax        # the full tables
+    python benchmarks/quality.py --quick               # smoke run, seconds
+    python benchmarks/quality.py --backends jax --tasks vowels --split val \\
         --methods twin flipout:tau=0.1 flipout:tau=0.3 --seeds 0 1 2
-    python benchmarks/quality.py --json quality.json
+    python benchmarks/quality.py --backends jax --json quality.json
 """
 
-import argparse
-import json
+import math
 import os
 import statistics
 import sys
@@ -50,345 +46,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tiny models: threads cost more than they save on a shared CPU.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import harness  # noqa: E402
+import numpy as np  # noqa: E402
 import quality_data  # noqa: E402
-
-import keras_bayes as kb  # noqa: E402
-
-METHODS = (
-    "twin",
-    "reparameterization",
-    "flipout",
-    "to_bayesian",
-    "ensemble",
-    "rank1",
-    "recipe",
+from quality_methods import (  # noqa: E402
+    DEFAULT_SPECS,
+    MC_METHODS,
+    METHODS,
+    RECIPE,
+    SETTINGS,
+    parse_spec,
+    run_method,
 )
-# The default table: every method, and Flipout trained from scratch with
-# the KL tempered (`kl_weight = tau / N`).
-DEFAULT_SPECS = METHODS + ("flipout:tau=0.1", "flipout:tau=0.03")
-# Settings a method spec may override, with their defaults.
-SETTINGS = {
-    "tau": 1.0,  # kl_weight = tau / num_train
-    "prior": 1.0,  # scale of the N(0, prior) kernel prior
-    "init": -3.0,  # mean of the untransformed posterior scale at init
-    "loc_init": "default",  # posterior loc initializer: "default", "glorot"
-    "warmup": 0,  # epochs of linear KL warm-up (KLWeightScheduler)
-    "epochs": None,  # training epochs (default: the task's)
-    "lr": None,  # peak learning rate (default: the task's)
-    "finetune": 0.25,  # to_bayesian: fine-tune epochs / training epochs
-    "finetune_lr": 0.1,  # to_bayesian: fine-tune rate / training rate
-    "moped": 0.1,  # to_bayesian: posterior scale / |w|
-    "members": 4,  # ensemble, rank1: number of members
-}
-# Methods whose predictions are Monte Carlo weight samples.
-MC_METHODS = ("reparameterization", "flipout", "to_bayesian")
+
+__all__ = ["METHODS", "RECIPE", "SETTINGS", "parse_spec"]
+
 SAMPLE_COUNTS = (1, 3, 10)
 PAIRED = ("accuracy", "nll", "ece", "brier", "auroc_entropy")
-# The recommended recipe, tuned on the validation split (docs/quality.md).
-RECIPE = "to_bayesian:tau=0.1"
-# Per task: epochs, batch size, peak Adam learning rate (cosine decay to 0),
-# conv filters. Fixed before any measurement (digits: as `make demo`).
-TRAINING = {
-    "digits": {"epochs": 40, "batch_size": 64, "lr": 1e-2, "filters": (16, 32)},
-    "vowels": {"epochs": 60, "batch_size": 32, "lr": 3e-3, "filters": (32, 32)},
-}
+SHIFT_METRICS = ("accuracy", "nll", "ece", "brier")
+# Miscoverage of the conformal sets.
+ALPHA = 0.1
+CONFORMAL_SCORES = ("lac", "aps")
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 QUICK = {"epochs": 2, "num_samples": 3}
-
-
-def parse_spec(spec):
-    """`"flipout:tau=0.1,prior=0.3"` as `("flipout", {settings})`.
-
-    `"recipe"` is `RECIPE`: its method and settings (more settings may
-    follow, `"recipe:tau=0.3"`).
-    """
-    name, _, options = spec.partition(":")
-    if name not in METHODS:
-        raise ValueError(
-            f"Unknown method {name!r}; expected one of {METHODS}. "
-            f"Received: spec={spec!r}"
-        )
-    settings = dict(SETTINGS)
-    if name == "recipe":
-        name, settings = parse_spec(RECIPE)
-    for option in filter(None, options.split(",")):
-        key, _, value = option.partition("=")
-        if key not in SETTINGS:
-            raise ValueError(
-                f"Unknown setting {key!r}; expected one of "
-                f"{sorted(SETTINGS)}. Received: spec={spec!r}"
-            )
-        settings[key] = value if key == "loc_init" else float(value)
-    return name, settings
-
-
-# Networks ---------------------------------------------------------------
-
-
-def _conv_stack(task, conv, pool, head, members=None):
-    """conv-pool-conv-pool-flatten-dense, built from layer factories."""
-    shape = task["x_train"].shape[1:]
-    first, second = TRAINING[task["name"]]["filters"]
-    layers = [keras.Input(shape=shape), conv(first), pool(), conv(second)]
-    layers.append(pool())
-    if members is None:
-        layers.append(keras.layers.Flatten())
-    else:
-        layers.append(keras.layers.Reshape((members, -1)))
-    layers += head(task["num_classes"])
-    return keras.Sequential(layers)
-
-
-def _pool(rank):
-    return lambda: getattr(keras.layers, f"MaxPooling{rank}D")(2)
-
-
-def twin_model(task):
-    rank = task["rank"]
-    conv_class = getattr(keras.layers, f"Conv{rank}D")
-    return _conv_stack(
-        task,
-        lambda filters: conv_class(
-            filters, 3, padding="same", activation="relu"
-        ),
-        _pool(rank),
-        lambda classes: [keras.layers.Dense(classes, activation="softmax")],
-    )
-
-
-def bayesian_model(task, estimator, settings):
-    """The twin's network with keras-bayes layers of one estimator."""
-    rank = task["rank"]
-    num_train = len(task["x_train"])
-    if settings["loc_init"] == "glorot":
-        loc_initializer = "glorot_uniform"
-    elif settings["loc_init"] == "default":
-        loc_initializer = None
-    else:
-        raise ValueError(
-            "Expected loc_init 'default' or 'glorot'. "
-            f"Received: loc_init={settings['loc_init']!r}"
-        )
-
-    def bayesian_args():
-        return {
-            "kernel_posterior": kb.posteriors.MeanFieldNormal(
-                loc_initializer=loc_initializer,
-                untransformed_scale_initializer=(
-                    keras.initializers.RandomNormal(settings["init"], 0.1)
-                ),
-            ),
-            "kernel_prior": kb.priors.Normal(0.0, settings["prior"]),
-            "kl_weight": settings["tau"] / num_train,
-        }
-
-    conv_class = getattr(kb.layers, f"Conv{rank}D{estimator}")
-    dense_class = getattr(kb.layers, f"Dense{estimator}")
-    return _conv_stack(
-        task,
-        lambda filters: conv_class(
-            filters, 3, padding="same", activation="relu", **bayesian_args()
-        ),
-        _pool(rank),
-        lambda classes: [
-            dense_class(classes, activation="softmax", **bayesian_args())
-        ],
-    )
-
-
-def _member_pool(rank):
-    # Member outputs are (N, K, *spatial, C): pool the spatial axes only.
-    pool_class = getattr(keras.layers, f"MaxPooling{rank + 1}D")
-    return lambda: pool_class((1,) + (2,) * rank)
-
-
-def ensemble_model(task, members):
-    """K twins side by side: batched convolutions, outputs (N, K, classes)."""
-    rank = task["rank"]
-    conv_class = getattr(kb.layers, f"BatchedConv{rank}D")
-
-    def head(classes):
-        # A dense layer per member: a 1x1 batched convolution over a
-        # length-1 axis.
-        return [
-            keras.layers.Reshape((members, 1, -1)),
-            kb.layers.BatchedConv1D(classes, 1, batch_shape=(members,)),
-            keras.layers.Reshape((members, classes)),
-            keras.layers.Softmax(),
-        ]
-
-    return _conv_stack(
-        task,
-        lambda filters: conv_class(
-            filters,
-            3,
-            padding="same",
-            activation="relu",
-            batch_shape=(members,),
-        ),
-        _member_pool(rank),
-        head,
-        members=members,
-    )
-
-
-def rank1_available():
-    return hasattr(kb.layers, "Conv2DRank1") and hasattr(
-        kb.layers, "DenseRank1"
-    )
-
-
-def rank1_model(task, settings):
-    """Rank-1 layers with K members; outputs (N, K, classes)."""
-    rank = task["rank"]
-    members = int(settings["members"])
-    kl_weight = settings["tau"] / len(task["x_train"])
-    conv_class = getattr(kb.layers, f"Conv{rank}DRank1")
-    return _conv_stack(
-        task,
-        lambda filters: conv_class(
-            filters,
-            3,
-            padding="same",
-            activation="relu",
-            batch_shape=(members,),
-            kl_weight=kl_weight,
-        ),
-        _member_pool(rank),
-        lambda classes: [
-            kb.layers.DenseRank1(
-                classes,
-                activation="softmax",
-                batch_shape=(members,),
-                kl_weight=kl_weight,
-            )
-        ],
-        members=members,
-    )
-
-
-# Training and prediction -------------------------------------------------
-
-
-def _fit(model, task, y_train, epochs, lr, callbacks=()):
-    """Adam with cosine decay to 0; returns the wall-clock seconds."""
-    batch_size = TRAINING[task["name"]]["batch_size"]
-    steps = max(1, epochs * -(-len(y_train) // batch_size))
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(lr, steps)
-        ),
-        loss="sparse_categorical_crossentropy",
-    )
-    start = time.perf_counter()
-    model.fit(
-        task["x_train"],
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        callbacks=list(callbacks),
-        verbose=0,
-    )
-    return time.perf_counter() - start
-
-
-def _mc(model, x, num_samples):
-    return kb.uncertainty.mc_predict(
-        model, x, num_samples=num_samples, batch_size=512, verbose=0
-    )
-
-
-def _members_first(outputs):
-    """(..., N, K, C) outputs as (samples, N, C) with members as samples."""
-    outputs = np.moveaxis(outputs, -2, -3)  # (..., K, N, C)
-    return outputs.reshape((-1,) + outputs.shape[-2:])
-
-
-def run_method(name, settings, task, seed, num_samples, twins):
-    """Train one method on one task and seed.
-
-    Returns `(test_samples, ood_samples, train_seconds)` with samples of
-    shape `(S, N, classes)` (S = 1 for the twin), or a skip note string.
-    """
-    training = TRAINING[task["name"]]
-    epochs = int(settings["epochs"] or training["epochs"])
-    lr = settings["lr"] or training["lr"]
-    x_test, x_ood = task["x_test"], task["x_ood"]
-    keras.utils.set_random_seed(seed)
-
-    if name in ("twin", "to_bayesian"):
-        if (task["name"], seed, epochs, lr) not in twins:
-            model = twin_model(task)
-            seconds = _fit(model, task, task["y_train"], epochs, lr)
-            twins[task["name"], seed, epochs, lr] = (model, seconds)
-        twin, twin_seconds = twins[task["name"], seed, epochs, lr]
-        if name == "twin":
-            predict = lambda x: twin.predict(x, batch_size=512, verbose=0)  # noqa: E731
-            return predict(x_test)[None], predict(x_ood)[None], twin_seconds
-        keras.utils.set_random_seed(seed)
-        model = kb.to_bayesian(
-            twin,
-            moped_delta=settings["moped"],
-            prior=kb.priors.Normal(0.0, settings["prior"]),
-            kl_weight=settings["tau"] / len(task["x_train"]),
-            seed=seed,
-        )
-        finetune_epochs = max(1, round(settings["finetune"] * epochs))
-        seconds = _fit(
-            model,
-            task,
-            task["y_train"],
-            finetune_epochs,
-            lr * settings["finetune_lr"],
-        )
-        return (
-            _mc(model, x_test, num_samples),
-            _mc(model, x_ood, num_samples),
-            twin_seconds + seconds,
-        )
-
-    if name in ("ensemble", "rank1"):
-        members = int(settings["members"])
-        if name == "rank1":
-            if not rank1_available():
-                return "no rank-1 layers in this keras_bayes"
-            model = rank1_model(task, settings)
-        else:
-            model = ensemble_model(task, members)
-        # Every member is trained on every example: labels per member.
-        y_members = np.repeat(task["y_train"][:, None], members, axis=1)
-        seconds = _fit(model, task, y_members, epochs, lr)
-        samples = num_samples if name == "rank1" else 1
-        return (
-            _members_first(_mc(model, x_test, samples)),
-            _members_first(_mc(model, x_ood, samples)),
-            seconds,
-        )
-
-    estimator = {
-        "reparameterization": "Reparameterization",
-        "flipout": "Flipout",
-    }[name]
-    model = bayesian_model(task, estimator, settings)
-    callbacks = []
-    if settings["warmup"] > 0:
-        warmup = settings["warmup"]
-        callbacks.append(
-            kb.callbacks.KLWeightScheduler(
-                lambda epoch: min(1.0, (epoch + 1) / warmup)
-            )
-        )
-    seconds = _fit(model, task, task["y_train"], epochs, lr, callbacks)
-    return (
-        _mc(model, x_test, num_samples),
-        _mc(model, x_ood, num_samples),
-        (seconds),
-    )
 
 
 # Metrics ------------------------------------------------------------------
@@ -396,6 +78,8 @@ def run_method(name, settings, task, seed, num_samples, twins):
 
 def _auroc(in_scores, out_scores):
     """AUROC of ranking OOD examples above test examples by a score."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
     return float(roc_auc_score(labels, np.r_[in_scores, out_scores]))
 
@@ -406,6 +90,8 @@ def metrics(test_samples, labels, ood_samples):
     num_classes = probs.shape[-1]
     picked = probs[np.arange(len(labels)), labels]
     one_hot = np.eye(num_classes)[labels]
+    import keras_bayes as kb
+
     unc = kb.uncertainty
     result = {
         "accuracy": float(np.mean(probs.argmax(-1) == labels)),
@@ -427,6 +113,50 @@ def metrics(test_samples, labels, ood_samples):
     return result
 
 
+def _example_nll(probs, labels):
+    picked = probs[np.arange(len(labels)), labels]
+    return -np.log(np.maximum(picked, 1e-12))
+
+
+def shift_metrics(probs, labels):
+    """Accuracy, NLL, ECE and Brier of probabilities `(N, C)`."""
+    import keras_bayes as kb
+
+    one_hot = np.eye(probs.shape[-1])[labels]
+    return {
+        "accuracy": float(np.mean(probs.argmax(-1) == labels)),
+        "nll": float(np.mean(_example_nll(probs, labels))),
+        "ece": kb.uncertainty.expected_calibration_error(labels, probs),
+        "brier": float(np.mean(np.sum((probs - one_hot) ** 2, axis=-1))),
+    }
+
+
+def conformal_metrics(probs_val, y_val, probs_test, y_test):
+    """Coverage and average size of split conformal sets, per score."""
+    import keras_bayes as kb
+
+    result = {}
+    for score in CONFORMAL_SCORES:
+        conformal = kb.conformal.SplitConformal(score=score, alpha=ALPHA)
+        sets = conformal.fit(probs_val, y_val).predict_sets(probs_test)
+        result[f"{score}_coverage"] = kb.conformal.coverage(sets, y_test)
+        result[f"{score}_size"] = kb.conformal.average_set_size(sets)
+    return result
+
+
+def _predict_parts(trained, parts):
+    """`trained.predict` on every array of `parts` in one call; returns
+    `{name: samples (S, N, C)}`."""
+    names = list(parts)
+    sizes = [len(parts[name]) for name in names]
+    samples = trained.predict(np.concatenate([parts[n] for n in names]))
+    bounds = np.cumsum([0] + sizes)
+    return {
+        name: samples[:, bounds[i] : bounds[i + 1]]
+        for i, name in enumerate(names)
+    }
+
+
 def evaluate(
     task_name, specs, seeds, split="test", num_samples=30, quick=False
 ):
@@ -434,15 +164,24 @@ def evaluate(
 
     Each result holds `runs` (one dict of metrics per seed) and, for every
     metric, `mean` and `std` over seeds (`None` where undefined), or a
-    `skipped` note.
+    `skipped` note. With a twin: `minus_twin`, the paired differences.
+    On digits: `shifts` and `shifts_minus_twin` (per shift level), and
+    `nll_minus_twin_pooled` (the NLL difference over every shifted test
+    image: mean, standard errors, count).
     """
+    import keras
+
     twins = {}
     results = {spec: {"runs": []} for spec in specs}
+    example_nll = {spec: {} for spec in specs}
     for seed in seeds:
         task = quality_data.TASKS[task_name](seed)
         if split == "val":
             # Tune on the validation split: the test split is never seen.
             task["x_test"], task["y_test"] = task["x_val"], task["y_val"]
+        shifted = {}
+        if task["name"] == "digits":
+            shifted = quality_data.shifted_test_sets(task, seed)
         for spec in specs:
             name, settings = parse_spec(spec)
             if quick:
@@ -451,22 +190,47 @@ def evaluate(
             if isinstance(out, str):
                 results[spec] = {"skipped": out}
                 continue
-            test_samples, ood_samples, seconds = out
-            run = metrics(test_samples, task["y_test"], ood_samples)
+            parts = {
+                "test": task["x_test"],
+                "ood": task["x_ood"],
+                "val": task["x_val"],
+                **shifted,
+            }
+            samples = _predict_parts(out, parts)
+            y_test = task["y_test"]
+            run = metrics(samples["test"], y_test, samples["ood"])
             run.update(
                 seed=seed,
-                train_seconds=seconds,
-                num_samples=len(test_samples),
+                train_seconds=out.seconds,
+                num_samples=len(samples["test"]),
             )
+            if split == "test":
+                run.update(
+                    conformal_metrics(
+                        samples["val"].mean(0),
+                        task["y_val"],
+                        samples["test"].mean(0),
+                        y_test,
+                    )
+                )
             if name in MC_METHODS:
                 # The same draws, fewer of them: what S samples give.
                 run["by_samples"] = {
                     str(s): metrics(
-                        test_samples[:s], task["y_test"], ood_samples[:s]
+                        samples["test"][:s], y_test, samples["ood"][:s]
                     )
                     for s in SAMPLE_COUNTS
-                    if s < len(test_samples)
+                    if s < len(samples["test"])
                 }
+            if shifted:
+                probs = {shift: samples[shift].mean(0) for shift in shifted}
+                run["shifts"] = {
+                    shift: shift_metrics(probs[shift], y_test)
+                    for shift in shifted
+                }
+                example_nll[spec][seed] = np.concatenate(
+                    [_example_nll(probs[s], y_test) for s in shifted]
+                )
             print(
                 f"  {task_name} seed {seed} {spec}: "
                 + ", ".join(
@@ -478,10 +242,17 @@ def evaluate(
                 flush=True,
             )
             results[spec]["runs"].append(run)
+        keras.backend.clear_session()
+    _summarise(results, example_nll)
+    return results
+
+
+def _summarise(results, example_nll):
+    """Spreads over seeds and paired differences against the twin."""
     twin_runs = {
         run["seed"]: run for run in results.get("twin", {}).get("runs", [])
     }
-    for result in results.values():
+    for spec, result in results.items():
         runs = result.get("runs")
         if not runs:
             continue
@@ -491,20 +262,67 @@ def evaluate(
                 count: _spread([run["by_samples"][count] for run in runs])
                 for count in runs[0]["by_samples"]
             }
-        if twin_runs:
-            # Per seed, method minus twin: the split and the twin's
-            # initialisation vary by seed; the difference cancels that.
-            result["minus_twin"] = _spread(
-                [
-                    {
-                        key: run[key] - twin_runs[run["seed"]][key]
-                        for key in PAIRED
-                        if run[key] is not None
-                    }
-                    for run in runs
-                ]
+        if "shifts" in runs[0]:
+            result["shifts"] = {
+                shift: _spread([run["shifts"][shift] for run in runs])
+                for shift in runs[0]["shifts"]
+            }
+        if not twin_runs:
+            continue
+        # Per seed, method minus twin: the split and the twin's
+        # initialisation vary by seed; the difference cancels that.
+        result["minus_twin"] = _spread(
+            [
+                {
+                    key: run[key] - twin_runs[run["seed"]][key]
+                    for key in PAIRED
+                    if run[key] is not None
+                }
+                for run in runs
+            ]
+        )
+        if "shifts" in runs[0]:
+            result["shifts_minus_twin"] = {
+                shift: _spread(
+                    [
+                        {
+                            key: run["shifts"][shift][key]
+                            - twin_runs[run["seed"]]["shifts"][shift][key]
+                            for key in SHIFT_METRICS
+                        }
+                        for run in runs
+                    ]
+                )
+                for shift in runs[0]["shifts"]
+            }
+            result["nll_minus_twin_pooled"] = _pooled(
+                example_nll[spec], example_nll["twin"]
             )
-    return results
+
+
+def _pooled(method, twin):
+    """The NLL difference to the twin over every shifted test image.
+
+    Returns its mean over seeds, two standard errors and the count:
+    `se_examples` from the spread of the per-image differences within
+    each seed (images under different shifts are correlated, so this is
+    a lower bound), `se_seeds` from the spread of the per-seed means
+    (what the splits and initialisations add; few seeds, so rough).
+    """
+    seeds = sorted(method)
+    differences = [method[s] - twin[s] for s in seeds]
+    means = [float(d.mean()) for d in differences]
+    variance = sum(float(d.var(ddof=1)) / len(d) for d in differences)
+    return {
+        "mean": statistics.fmean(means),
+        "se_examples": math.sqrt(variance) / len(seeds),
+        "se_seeds": (
+            statistics.stdev(means) / math.sqrt(len(seeds))
+            if len(seeds) > 1
+            else None
+        ),
+        "count": int(sum(len(d) for d in differences)),
+    }
 
 
 def _spread(runs):
@@ -534,6 +352,11 @@ COLUMNS = (
     ("auroc_entropy", "OOD AUROC (entropy)", 3),
     ("auroc_mi", "OOD AUROC (MI)", 3),
     ("train_seconds", "train s", 1),
+)
+CONFORMAL_COLUMNS = tuple(
+    (f"{score}_{part}", f"{score.upper()} {title}", 3)
+    for score in CONFORMAL_SCORES
+    for part, title in (("coverage", "coverage"), ("size", "set size"))
 )
 
 
@@ -587,8 +410,126 @@ def format_samples_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def format_shift_table(results, metric, part="shifts", sign=""):
+    """One row per method, one column per shift level: mean over seeds
+    (with `part="shifts_minus_twin"`: mean ± std of the differences)."""
+    rows = {
+        spec: result[part]
+        for spec, result in results.items()
+        if result.get(part)
+    }
+    if not rows:
+        return ""
+    shifts = list(next(iter(rows.values())))
+    lines = [
+        "| method | " + " | ".join(shifts) + " |",
+        "|---" * (len(shifts) + 1) + "|",
+    ]
+    for spec, values in rows.items():
+        cells = []
+        for shift in shifts:
+            value = values[shift][metric]
+            cell = f"{value['mean']:{sign}.3f}"
+            if part == "shifts_minus_twin":
+                cell += f" ± {value['std']:.3f}"
+            cells.append(cell)
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_pooled_table(results):
+    """The NLL difference to the twin over every shifted test image."""
+    lines = [
+        "| method | NLL minus twin | SE (images) | SE (seeds) | "
+        "image evaluations |",
+        "|---|---|---|---|---|",
+    ]
+    for spec, result in results.items():
+        pooled = result.get("nll_minus_twin_pooled")
+        if pooled is None or spec == "twin":
+            continue
+        se_seeds = pooled["se_seeds"]
+        lines.append(
+            f"| {spec} | {pooled['mean']:+.4f} | "
+            f"{pooled['se_examples']:.4f} | "
+            + ("-" if se_seeds is None else f"{se_seeds:.4f}")
+            + f" | {pooled['count']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def format_task(task_name, task, args):
+    """Every table of one task's results."""
+    if "skipped" in task:
+        return f"{task_name}: skipped: {task['skipped']}"
+    results = task["methods"]
+    specs = list(results)
+    out = [
+        f"{task_name} ({task['description']}), {task['split']} split, "
+        f"seeds {task['seeds']}, {task['num_samples']} MC samples:",
+        "",
+        format_table(results),
+    ]
+    if "twin" in specs:
+        out += [
+            "",
+            "Paired differences, method minus twin (same seed):",
+            "",
+            format_table(
+                results, "minus_twin", COLUMNS[: len(PAIRED)], sign="+"
+            ),
+        ]
+    if task["split"] == "test":
+        out += [
+            "",
+            f"Split conformal sets, alpha = {ALPHA} (calibrated on the "
+            "validation split):",
+            "",
+            format_table(results, columns=CONFORMAL_COLUMNS),
+        ]
+    if any(parse_spec(spec)[0] in MC_METHODS for spec in specs):
+        out += [
+            "",
+            "By Monte Carlo samples (the first S of the draws):",
+            "",
+            format_samples_table(results),
+        ]
+    if any(result.get("shifts") for result in results.values()):
+        for metric in SHIFT_METRICS:
+            out += [
+                "",
+                f"Shift sweep, {metric} (mean over seeds):",
+                "",
+                format_shift_table(results, metric),
+            ]
+        if "twin" in specs:
+            out += [
+                "",
+                "Shift sweep, NLL minus twin (mean ± std over seeds):",
+                "",
+                format_shift_table(
+                    results, "nll", "shifts_minus_twin", sign="+"
+                ),
+                "",
+                "Shift sweep, ECE minus twin (mean ± std over seeds):",
+                "",
+                format_shift_table(
+                    results, "ece", "shifts_minus_twin", sign="+"
+                ),
+                "",
+                "NLL minus twin over every shifted test image (all "
+                "rotations and noise levels):",
+                "",
+                format_pooled_table(results),
+            ]
+    return "\n".join(out)
+
+
+# Entry point ----------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = harness.parser(__doc__)
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -596,7 +537,9 @@ def main(argv=None):
         choices=list(quality_data.TASKS),
     )
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_SPECS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS)
+    )
     parser.add_argument(
         "--split",
         choices=("test", "val"),
@@ -604,26 +547,22 @@ def main(argv=None):
         help="report on the test split, or tune on the validation split",
     )
     parser.add_argument("--num-samples", type=int, default=30)
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 seed, 2 epochs"
-    )
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     for spec in args.methods:
-        parse_spec(spec)  # fail early on a typo
+        try:
+            parse_spec(spec)  # fail early on a typo
+        except ValueError as error:
+            parser.error(str(error))
+    return args
+
+
+def work(args):
+    """All tasks on this worker's backend; JSON-serialisable results."""
     seeds, num_samples = args.seeds, args.num_samples
     if args.quick:
         seeds, num_samples = seeds[:1], QUICK["num_samples"]
-
-    report = {
-        "backend": keras.backend.backend(),
-        "split": args.split,
-        "seeds": seeds,
-        "num_samples": num_samples,
-        "recipe": RECIPE,
-        "tasks": {},
-    }
     start = time.perf_counter()
+    tasks = {}
     for task_name in args.tasks:
         try:
             results = evaluate(
@@ -635,42 +574,38 @@ def main(argv=None):
                 quick=args.quick,
             )
         except quality_data.DataUnavailable as error:
-            print(f"\n{task_name}: skipped: {error}")
-            report["tasks"][task_name] = {"skipped": str(error)}
+            tasks[task_name] = {"skipped": str(error)}
             continue
         description = quality_data.TASKS[task_name](seeds[0])["description"]
-        report["tasks"][task_name] = {
+        tasks[task_name] = {
             "description": description,
+            "split": args.split,
+            "seeds": seeds,
+            "num_samples": num_samples,
             "methods": results,
         }
-        print(
-            f"\n{task_name} ({description}), {args.split} split, "
-            f"seeds {seeds}, {num_samples} MC samples, "
-            f"backend {keras.backend.backend()}:\n"
-        )
-        print(format_table(results), flush=True)
-        if "twin" in args.methods:
-            print("\nPaired differences, method minus twin (same seed):\n")
-            print(
-                format_table(
-                    results, "minus_twin", COLUMNS[: len(PAIRED)], sign="+"
-                )
-            )
-        if any(parse_spec(spec)[0] in MC_METHODS for spec in args.methods):
-            print("\nBy Monte Carlo samples (the first S of the draws):\n")
-            print(format_samples_table(results), flush=True)
-        _write_json(args.json, report)  # a long run keeps what it has
-    report["seconds"] = time.perf_counter() - start
-    print(f"\ndone in {report['seconds']:.0f} s")
-    _write_json(args.json, report)
-    return report
+    return {
+        "recipe": RECIPE,
+        "tasks": tasks,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def _write_json(path, report):
-    if path:
-        with open(path, "w") as out:
-            json.dump(report, out, indent=1)
+def report(results, args):
+    out = []
+    for backend, result in results.items():
+        for task_name, task in result["tasks"].items():
+            out += [
+                f"\n== backend {backend} ==",
+                format_task(task_name, task, args),
+            ]
+        out.append(f"\n{backend}: done in {result['seconds']:.0f} s")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    return harness.main(__file__, parse_args(argv), work, report)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -148,3 +148,70 @@ def vowels(seed):
 
 
 TASKS = {"digits": digits, "vowels": vowels}
+
+
+# Distribution shifts of the test images --------------------------------
+
+# Ovadia et al. 2019 rotate MNIST from 0 to 180 degrees; the same here.
+ROTATIONS = tuple(range(0, 181, 15))
+# Additive Gaussian noise, standard deviations in units of the pixel range
+# (digits' pixels are in [0, 1] before any standardisation).
+NOISE_LEVELS = (0.1, 0.25, 0.5, 1.0)
+
+
+def rotate(images, degrees):
+    """Images of shape `(N, H, W, C)` rotated counter-clockwise about their
+    centre, by bilinear interpolation; pixels from outside are 0.
+
+    Each output pixel reads the input at its position rotated back by
+    `degrees`. Quarter turns map the pixel grid onto itself: 90 degrees is
+    `np.rot90(images, 1, axes=(1, 2))` up to rounding.
+    """
+    images = np.asarray(images)
+    _, height, width, _ = images.shape
+    theta = np.deg2rad(degrees)
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    rows, cols = np.meshgrid(
+        np.arange(height, dtype="float64"),
+        np.arange(width, dtype="float64"),
+        indexing="ij",
+    )
+    # Counter-clockwise on screen (rows grow downwards): the source of
+    # output (r, c) is (r, c) turned clockwise by theta about the centre.
+    dy, dx = rows - cy, cols - cx
+    source_y = cy + np.cos(theta) * dy + np.sin(theta) * dx
+    source_x = cx - np.sin(theta) * dy + np.cos(theta) * dx
+    # Round-off below 1e-9 must not move a grid point to the next cell.
+    source_y, source_x = np.round(source_y, 9), np.round(source_x, 9)
+    y0, x0 = np.floor(source_y).astype(int), np.floor(source_x).astype(int)
+    wy, wx = source_y - y0, source_x - x0
+    result = np.zeros(images.shape, dtype="float64")
+    for oy, ox, weight in (
+        (0, 0, (1 - wy) * (1 - wx)),
+        (0, 1, (1 - wy) * wx),
+        (1, 0, wy * (1 - wx)),
+        (1, 1, wy * wx),
+    ):
+        y, x = y0 + oy, x0 + ox
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        values = images[:, np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+        result += (weight * inside)[None, :, :, None] * values
+    return result.astype(images.dtype)
+
+
+def add_noise(images, std, seed):
+    """Images plus Gaussian noise of standard deviation `std`."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(scale=std, size=np.shape(images))
+    return (images + noise).astype(np.asarray(images).dtype)
+
+
+def shifted_test_sets(task, seed):
+    """The test images under each shift: `{name: images}`, names
+    `"rotate 15"` (degrees) and `"noise 0.25"` (standard deviation);
+    `"rotate 0"` is the test split itself."""
+    x = task["x_test"]
+    sets = {f"rotate {angle}": rotate(x, angle) for angle in ROTATIONS}
+    for index, std in enumerate(NOISE_LEVELS):
+        sets[f"noise {std:g}"] = add_noise(x, std, seed=[seed, index])
+    return sets

@@ -1,8 +1,10 @@
 """keras-bayes: Bayesian (variational) convolution layers for Keras 3."""
 
 from keras_bayes import (
+    calibration,
     callbacks,
     config,
+    conformal,
     distribution,
     layers,
     metrics,

@@ -1,6 +1,7 @@
 """Small helpers shared by the test files."""
 
 import numpy as np
+import pytest
 from keras import ops
 
 from tests import references
@@ -121,3 +122,10 @@ def assert_sample_moments(outputs, mean, variance, normal):
         np.abs(outputs.var(axis=0, ddof=1) - variance),
         MOMENT_Z * error + MOMENT_ATOL,
     )
+
+
+def assert_value_error(function, message):
+    """`function()` raises a ValueError whose text is exactly `message`."""
+    with pytest.raises(ValueError) as info:
+        function()
+    assert str(info.value) == message

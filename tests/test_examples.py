@@ -147,3 +147,33 @@ def test_convert_pretrained_cnn_runs_at_tiny_settings(capsys):
     out = capsys.readouterr().out
     assert "mean mode equals the original" in out
     assert f"{results['after']['accuracy']:>10.4f}" in out
+
+
+# -- post-hoc calibration of a keras.applications model ----------------------
+
+
+@pytest.mark.slow
+def test_calibrate_mobilenet_runs_at_tiny_settings(capsys):
+    module = _load("calibrate_mobilenet")
+    results = module.main(epochs=1, alpha=0.35, seed=1)
+    assert results["temperature"] > 0
+    # Dividing logits by T > 0 keeps every predicted class.
+    assert results["after"]["accuracy"] == results["before"]["accuracy"]
+    for name in ("before", "after"):
+        assert results[name]["nll"] > 0
+        assert 0.0 <= results[name]["ece"] <= 1.0
+    for score in ("lac", "aps"):
+        assert 0.0 <= results["sets"][score]["coverage"] <= 1.0
+        assert 0.0 <= results["sets"][score]["size"] <= 10.0
+    assert results["reload_difference"] < 1e-5
+    out = capsys.readouterr().out
+    assert f"fitted temperature {results['temperature']:.3f}" in out
+
+
+def test_calibrate_mobilenet_cli_defaults_match_main():
+    module = _load("calibrate_mobilenet")
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(module.main).parameters.items()
+    }
+    assert vars(module._parse_args([])) == defaults
