@@ -70,7 +70,9 @@ SHIFT_METRICS = ("accuracy", "nll", "ece", "brier")
 ALPHA = 0.1
 CONFORMAL_SCORES = ("lac", "aps")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-QUICK = {"epochs": 2, "num_samples": 3}
+# `--quick`: a smoke run of every code path, not a measurement: 2 epochs
+# on the first `examples` examples of each split, 3 Monte Carlo samples.
+QUICK = {"epochs": 2, "num_samples": 3, "examples": 96}
 
 
 # Metrics ------------------------------------------------------------------
@@ -176,6 +178,13 @@ def evaluate(
     example_nll = {spec: {} for spec in specs}
     for seed in seeds:
         task = quality_data.TASKS[task_name](seed)
+        if quick:
+            task = {
+                key: value[: QUICK["examples"]]
+                if key.startswith(("x_", "y_"))
+                else value
+                for key, value in task.items()
+            }
         if split == "val":
             # Tune on the validation split: the test split is never seen.
             task["x_test"], task["y_test"] = task["x_val"], task["y_val"]

@@ -47,6 +47,12 @@ def _start(backend, pytest_args, log_dir, report_dir):
     # Three processes share the cores: one intra-op thread each keeps torch
     # from spinning threads against the other backends.
     env.setdefault("OMP_NUM_THREADS", "1")
+    # XLA (JAX, and TensorFlow's `jit_compile=True`) without its LLVM
+    # optimisation passes: the suite's tiny programs are compiled far more
+    # often than they run, and this halves the JAX suite's CPU time. The
+    # results are the same computations; only their machine code is less
+    # optimised. Set XLA_FLAGS to test with XLA's defaults.
+    env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     report = report_dir / f"{backend}.xml"
     cmd = [
         sys.executable,
