@@ -4,6 +4,7 @@ from keras_bayes import (
     callbacks,
     config,
     distribution,
+    laplace,
     layers,
     metrics,
     migrate,
