@@ -409,8 +409,8 @@ class _LastLayer:
         eye = ops.eye(classes, dtype=dtype)
         for start, stop, xb in _batches(x, n, batch_size):
             phi = head.phi(xb, dtype)
-            logits = ops.matmul(phi, weights)
-            gram = gram + ops.matmul(ops.transpose(phi), phi)
+            logits = _matmul(phi, weights)
+            gram = gram + _matmul(ops.transpose(phi), phi)
             if self.likelihood == "regression":
                 target = ops.convert_to_tensor(y[start:stop], dtype=dtype)
                 total = total + ops.sum(ops.square(target - logits))
@@ -423,24 +423,27 @@ class _LastLayer:
                 softmax_sum = (
                     softmax_sum
                     + ops.diag(ops.sum(p, axis=0))
-                    - ops.matmul(ops.transpose(p), p)
+                    - _matmul(ops.transpose(p), p)
                 )
             elif self.hessian == "full":
                 # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
                 outer = ops.reshape(
                     phi[:, :, None] * p[:, None, :], (-1, dims * classes)
                 )
-                weighted = ops.einsum("nd,nf,nc->dcf", phi, phi, p)
+                weighted = ops.reshape(
+                    _matmul(ops.transpose(outer), phi),
+                    (dims, classes, dims),
+                )
                 full = (
                     full
                     + weighted[:, :, :, None] * eye[None, :, None, :]
                     - ops.reshape(
-                        ops.matmul(ops.transpose(outer), outer),
+                        _matmul(ops.transpose(outer), outer),
                         (dims, classes, dims, classes),
                     )
                 )
             else:
-                diag = diag + ops.matmul(
+                diag = diag + _matmul(
                     ops.transpose(ops.square(phi)), p - ops.square(p)
                 )
         self.num_examples = n
@@ -526,27 +529,31 @@ class _LastLayer:
         `(n, C, C)`) of the logits of a batch under the GLM."""
         phi = self.head.phi(x, dtype)
         weights = ops.convert_to_tensor(self.theta, dtype=dtype)
-        mean = ops.matmul(phi, weights)
+        mean = _matmul(phi, weights)
         if self.hessian == "kron":
             u_a = ops.convert_to_tensor(self._u_a, dtype=dtype)
             u_g = ops.convert_to_tensor(self._u_g, dtype=dtype)
             scale = ops.convert_to_tensor(self._kron_scale, dtype=dtype)
-            s = ops.matmul(ops.square(ops.matmul(phi, u_a)), scale)
+            s = _matmul(ops.square(_matmul(phi, u_a)), scale)
             if full_covariance:
-                cov = ops.einsum("ci,ni,ei->nce", u_g, s, u_g)
+                cov = _matmul(u_g[None] * s[:, None, :], ops.transpose(u_g))
             else:
-                cov = ops.matmul(s, ops.transpose(ops.square(u_g)))
+                cov = _matmul(s, ops.transpose(ops.square(u_g)))
         elif self.hessian == "full":
             dims, classes = self.theta.shape
             sigma = ops.convert_to_tensor(
                 self.covariance.reshape(dims, classes, dims, classes), dtype
             )
-            cov = ops.einsum("nd,dcfe,nf->nce", phi, sigma, phi)
+            left = ops.reshape(
+                _matmul(phi, ops.reshape(sigma, (dims, -1))),
+                (-1, classes, dims, classes),
+            )
+            cov = ops.einsum("ncfe,nf->nce", left, phi)
             if not full_covariance:
                 cov = ops.diagonal(cov, axis1=1, axis2=2)
         else:
             variance = ops.convert_to_tensor(self.variance, dtype=dtype)
-            cov = ops.matmul(ops.square(phi), variance)
+            cov = _matmul(ops.square(phi), variance)
             if full_covariance:
                 cov = cov[:, :, None] * ops.eye(
                     self.theta.shape[1], dtype=dtype
@@ -851,6 +858,12 @@ class Laplace:
         from keras_bayes import _laplace_model
 
         return _laplace_model.to_bayesian_model(self, covariance, estimator)
+
+
+def _matmul(a, b):
+    """`a @ b` for a 2-D `b`, keeping float64 (`keras.ops.matmul` on
+    PyTorch returns float32 for float64 inputs)."""
+    return ops.einsum("...ij,jk->...ik", a, b)
 
 
 def _numpy(tensor):

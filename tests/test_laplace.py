@@ -146,3 +146,306 @@ def test_last_layer_probit_predictive(problem, hessian):
     assert probs.shape == (20, CLASSES)
     np.testing.assert_allclose(probs, expected, rtol=RTOL)
     np.testing.assert_allclose(la.predict(x_test), probs)
+
+
+def test_linear_head_is_the_same_posterior(problem):
+    model, x, y, _ = problem
+    logits_model = _mlp(head=None)
+    logits_model.set_weights(model.get_weights())
+    for hessian in ("kron", "full"):
+        a = kb.laplace.fit(model, x, y, hessian=hessian)
+        b = kb.laplace.fit(logits_model, x, y, hessian=hessian)
+        np.testing.assert_allclose(a.prior_precision, b.prior_precision)
+        np.testing.assert_allclose(a.predict(x), b.predict(x), rtol=1e-6)
+
+
+def test_map_is_unchanged(problem):
+    model, x, y, _ = problem
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+    outputs = model.predict(x, verbose=0)
+    la = kb.laplace.fit(
+        model,
+        x,
+        y,
+        hessian="kron",
+        prior_precision="gridsearch",
+        validation_data=(x[:20], y[:20]),
+    )
+    la.predict(x, num_samples=3, seed=0)
+    la.predict(x, link="mc", num_samples=3, seed=0)
+    for old, new in zip(before, model.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), outputs)
+    assert la.model is model
+
+
+def test_gridsearch_picks_the_grid_point_with_lowest_validation_nll(problem):
+    model, x, y, _ = problem
+    x_val, y_val = _data(n=30, seed=7)
+    la = kb.laplace.fit(
+        model,
+        x,
+        y,
+        prior_precision="gridsearch",
+        validation_data=(x_val, y_val),
+    )
+    assert la.prior_precision in kb.laplace.GRID
+
+    def nll(delta):
+        la.prior_precision = delta
+        probs = la.predict(x_val)
+        return -np.mean(np.log(probs[np.arange(30), y_val]))
+
+    scores = [nll(delta) for delta in kb.laplace.GRID]
+    assert kb.laplace.GRID[int(np.argmin(scores))] == pytest.approx(
+        min(kb.laplace.GRID, key=lambda d: scores[kb.laplace.GRID.index(d)])
+    )
+
+
+@pytest.mark.parametrize("hessian", ["kron", "full", "diag"])
+def test_monte_carlo_predictives_agree_with_the_glm(problem, hessian):
+    """The logits are linear in the last layer's weights, so sampling the
+    weights and sampling the GLM's logits draw the same distribution: two
+    estimates of 4000 draws each agree to Monte Carlo error (the
+    probabilities' standard deviation is below 0.5, so their standard
+    error is below 0.008; 0.04 is five of them)."""
+    model, x, y, _ = problem
+    la = kb.laplace.fit(model, x, y, hessian=hessian, prior_precision=0.5)
+    weights = la.predict(x[:10], num_samples=4000, seed=1)
+    logits = la.predict(x[:10], link="mc", num_samples=4000, seed=2)
+    assert weights.shape == logits.shape == (10, CLASSES)
+    np.testing.assert_allclose(weights.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(weights, logits, atol=0.04)
+
+
+def _regression_problem():
+    model = _mlp(head=None, outputs=2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 8)).astype("float32")
+    y = model.predict(x, verbose=0) + rng.normal(size=(40, 2))
+    return model, x, y
+
+
+@pytest.mark.parametrize("hessian", ["kron", "full", "diag"])
+def test_regression_noise_and_predictive(hessian):
+    model, x, y = _regression_problem()
+    la = kb.laplace.fit(model, x, y, likelihood="regression", hessian=hessian)
+    weights = _weights(model)
+    _, h, outputs = ref.forward(weights, x.astype("float64"), "relu")
+    noise = np.mean((y - outputs) ** 2)
+    np.testing.assert_allclose(la.noise_variance, noise, rtol=RTOL)
+    loglik = np.sum(
+        -0.5 * np.log(2 * np.pi * noise) - 0.5 * (y - outputs) ** 2 / noise
+    )
+    np.testing.assert_allclose(la.log_likelihood, loglik, rtol=RTOL)
+    jac = ref.last_layer_jacobians(h, 2)
+    ggn = ref.ggn(jac, np.broadcast_to(np.eye(2) / noise, (40, 2, 2)))
+    if hessian == "diag":
+        ggn = np.diag(np.diag(ggn))
+    theta = np.concatenate([weights[2], weights[3][None]]).ravel()
+    best = math.exp(
+        ref.golden_argmax(
+            lambda t: ref.log_marginal(ggn, loglik, theta, math.exp(t)),
+            math.log(1e-4),
+            math.log(1e4),
+        )
+    )
+    np.testing.assert_allclose(la.prior_precision, best, rtol=RTOL)
+    covariance = np.linalg.inv(ggn + best * np.eye(ggn.shape[0]))
+    mean, variance = la.predict(x[:7])
+    cov = np.einsum("ncp,pq,neq->nce", jac[:7], covariance, jac[:7])
+    np.testing.assert_allclose(mean, outputs[:7], rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(
+        variance, np.einsum("ncc->nc", cov) + noise, rtol=RTOL
+    )
+    # The outputs are linear in the weights: Monte Carlo over weights has
+    # the same moments. 20000 draws: the variance's relative standard
+    # error is sqrt(2 / 20000) = 1%; 5% is five of them.
+    mc_mean, mc_variance = la.predict(x[:7], num_samples=20000, seed=0)
+    np.testing.assert_allclose(mc_variance - noise, variance - noise, rtol=0.05)
+    np.testing.assert_allclose(
+        mc_mean, mean, atol=5 * np.sqrt((variance - noise).max() / 20000)
+    )
+
+
+# -- bad input ----------------------------------------------------------
+
+
+def _message(name, expected, value):
+    return (
+        f"Invalid value for argument `{name}`. {expected} "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _conv_model():
+    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name, value, expected",
+    [
+        pytest.param(
+            {"likelihood": "poisson"},
+            "likelihood",
+            "poisson",
+            'Expected one of "classification", "regression".',
+            id="likelihood",
+        ),
+        pytest.param(
+            {"subset": "head"},
+            "subset",
+            "head",
+            'Expected one of "last_layer", "all".',
+            id="subset",
+        ),
+        pytest.param(
+            {"hessian": "lowrank"},
+            "hessian",
+            "lowrank",
+            'Expected one of "kron", "full", "diag".',
+            id="hessian",
+        ),
+        pytest.param(
+            {"subset": "all", "hessian": "kron"},
+            "hessian",
+            "kron",
+            'subset="all" supports only hessian="diag" (a diagonal GGN over '
+            "every layer).",
+            id="all-kron",
+        ),
+        pytest.param(
+            {"prior_precision": 0.0},
+            "prior_precision",
+            0.0,
+            "Expected a finite, strictly positive number.",
+            id="precision-zero",
+        ),
+        pytest.param(
+            {"prior_precision": -1},
+            "prior_precision",
+            -1,
+            "Expected a finite, strictly positive number.",
+            id="precision-negative",
+        ),
+        pytest.param(
+            {"prior_precision": float("inf")},
+            "prior_precision",
+            float("inf"),
+            "Expected a finite, strictly positive number.",
+            id="precision-inf",
+        ),
+        pytest.param(
+            {"prior_precision": "evidence"},
+            "prior_precision",
+            "evidence",
+            'Expected one of "marglik", "gridsearch".',
+            id="precision-name",
+        ),
+        pytest.param(
+            {"prior_precision": "gridsearch"},
+            "validation_data",
+            None,
+            'prior_precision="gridsearch" needs validation data '
+            "`(x_val, y_val)`.",
+            id="gridsearch-no-validation",
+        ),
+        pytest.param(
+            {"batch_size": 0},
+            "batch_size",
+            0,
+            "Expected a strictly positive integer.",
+            id="batch-size",
+        ),
+    ],
+)
+def test_bad_arguments(problem, kwargs, name, value, expected):
+    model, x, y, _ = problem
+    before = model.get_weights()
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(model, x, y, **kwargs)
+    assert str(info.value) == _message(name, expected, value)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        pytest.param(np.full(50, 3), id="out-of-range"),
+        pytest.param(np.full(50, -1), id="negative"),
+        pytest.param(np.zeros((50, 3)), id="one-hot"),
+        pytest.param(np.zeros(49, "int64"), id="wrong-count"),
+        pytest.param(np.full(50, 0.5), id="fractional"),
+    ],
+)
+def test_bad_labels(problem, labels):
+    model, x, _, _ = problem
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(model, x, labels)
+    expected = (
+        "Invalid value for argument `y`. Expected 50 integer class labels "
+        "in [0, 2], of shape (50,) or (50, 1)."
+    )
+    assert str(info.value).startswith(expected + " Received: y=")
+
+
+def test_model_without_dense_head():
+    model = _conv_model()
+    x = np.zeros((4, 6, 6, 1), "float32")
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(model, x, np.zeros(4, "int64"))
+    assert str(info.value) == _message(
+        "subset",
+        "The Laplace approximation needs a model whose single output is a "
+        "`keras.layers.Dense` layer (softmax or linear activation); the "
+        f"last layer of '{model.name}' is Conv2D.",
+        "last_layer",
+    )
+
+
+def test_softmax_head_for_regression(problem):
+    model, x, _, _ = problem
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(model, x, np.zeros((50, 3)), likelihood="regression")
+    assert str(info.value) == _message(
+        "likelihood",
+        f"The last layer '{model.layers[-1].name}' applies a softmax: "
+        'expected "classification".',
+        "regression",
+    )
+
+
+def test_full_hessian_size_limit():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((700,)), keras.layers.Dense(8, activation="softmax")]
+    )
+    x = np.zeros((2, 700), "float32")
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(model, x, np.zeros(2, "int64"), hessian="full")
+    assert str(info.value) == _message(
+        "hessian",
+        'hessian="full" stores a square matrix of every parameter: the last '
+        'layer has 5608, more than 5000. Use hessian="kron" or "diag".',
+        "full",
+    )
+
+
+def test_bad_predict_arguments(problem):
+    model, x, y, _ = problem
+    la = kb.laplace.fit(model, x, y, prior_precision=1.0)
+    with pytest.raises(ValueError) as info:
+        la.predict(x, link="logit")
+    assert str(info.value) == _message(
+        "link", 'Expected one of "probit", "mc".', "logit"
+    )
+    with pytest.raises(ValueError) as info:
+        la.predict(x, link="probit", num_samples=10)
+    assert str(info.value).startswith("Invalid value for argument `num_")
+    with pytest.raises(ValueError) as info:
+        la.prior_precision = -2.0
+    assert str(info.value) == _message(
+        "prior_precision", "Expected a finite, strictly positive number.", -2.0
+    )
+    assert la.prior_precision == 1.0
