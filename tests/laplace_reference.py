@@ -98,6 +98,18 @@ def log_marginal(precision_matrix, log_lik, theta, delta):
     )
 
 
+def log_marginal_prior(ggn_matrix, prior, log_lik, theta):
+    """As `log_marginal` with the prior precision `diag(prior)`."""
+    sign, logdet = np.linalg.slogdet(ggn_matrix + np.diag(prior))
+    assert sign > 0
+    return float(
+        log_lik
+        - 0.5 * np.sum(prior * theta**2)
+        + 0.5 * np.sum(np.log(prior))
+        - 0.5 * logdet
+    )
+
+
 def golden_argmax(function, low, high, tol=1e-12):
     """The argmax of a unimodal `function` on `[low, high]`."""
     ratio = (math.sqrt(5) - 1) / 2

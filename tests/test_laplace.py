@@ -449,3 +449,97 @@ def test_bad_predict_arguments(problem):
         "prior_precision", "Expected a finite, strictly positive number.", -2.0
     )
     assert la.prior_precision == 1.0
+
+
+# -- subset="all" -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def all_layers():
+    model = _mlp(activation="tanh")
+    x, y = _data(n=30, seed=11)
+    weights = _weights(model)
+    x64 = x.astype("float64")
+    _, _, logits = ref.forward(weights, x64, "tanh")
+    lambdas = ref.softmax_hessians(logits)
+    jacobians = ref.all_layer_jacobians(weights, x64, "tanh")
+    diagonal = [ref.ggn_diagonal(j, lambdas) for j in jacobians]
+    return model, x, y, weights, diagonal, ref.log_likelihood(logits, y)
+
+
+def test_all_layers_ggn_diagonal_matches_reference(all_layers):
+    model, x, y, weights, diagonal, loglik = all_layers
+    la = kb.laplace.fit(
+        model,
+        x,
+        y,
+        subset="all",
+        hessian="diag",
+        prior_structure="layerwise",
+        batch_size=16,
+    )
+    assert list(la.ggn) == [v.path for v in model.weights]
+    for variable, expected in zip(model.weights, diagonal):
+        np.testing.assert_allclose(
+            la.ggn[variable.path], expected, rtol=RTOL, atol=1e-9
+        )
+    np.testing.assert_allclose(la.log_likelihood, loglik, rtol=RTOL)
+    # One precision per layer, each maximising the marginal likelihood of
+    # the diagonal posterior.
+    flat = np.concatenate([d.ravel() for d in diagonal])
+    theta = np.concatenate([w.ravel() for w in weights])
+    sizes = [w.size for w in weights]
+    layer_of = np.repeat([0, 0, 1, 1], sizes)
+
+    def reference(deltas):
+        prior = np.asarray(deltas)[layer_of]
+        return ref.log_marginal_prior(np.diag(flat), prior, loglik, theta)
+
+    best = []
+    for layer in (0, 1):
+
+        def along(t, layer=layer):
+            deltas = [1.0, 1.0]
+            deltas[layer] = math.exp(t)
+            return reference(deltas)
+
+        best.append(
+            math.exp(ref.golden_argmax(along, math.log(1e-4), math.log(1e4)))
+        )
+    np.testing.assert_allclose(la.prior_precision, best, rtol=RTOL)
+    np.testing.assert_allclose(
+        la.log_marginal_likelihood([0.5, 3.0]),
+        reference([0.5, 3.0]),
+        rtol=RTOL,
+    )
+
+
+def test_all_layers_probit_predictive_matches_reference(all_layers):
+    model, x, y, weights, diagonal, _ = all_layers
+    la = kb.laplace.fit(
+        model, x, y, subset="all", hessian="diag", prior_precision=2.0
+    )
+    x_test = _data(n=7, seed=13)[0].astype("float64")
+    _, _, logits = ref.forward(weights, x_test, "tanh")
+    jacobians = ref.all_layer_jacobians(weights, x_test, "tanh")
+    flat_jac = np.concatenate([j.reshape(7, CLASSES, -1) for j in jacobians], 2)
+    flat = np.concatenate([d.ravel() for d in diagonal])
+    covariance = np.diag(1.0 / (flat + 2.0))
+    expected = ref.glm_probit(logits, flat_jac, covariance)
+    np.testing.assert_allclose(
+        la.predict(x_test.astype("float32")), expected, rtol=RTOL
+    )
+    samples = la.predict(x_test.astype("float32"), num_samples=4, seed=0)
+    assert samples.shape == (7, CLASSES)
+    np.testing.assert_allclose(samples.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_all_layers_per_layer_precision_count(all_layers):
+    model, x, y, *_ = all_layers
+    with pytest.raises(ValueError) as info:
+        kb.laplace.fit(
+            model, x, y, subset="all", hessian="diag", prior_precision=[1.0]
+        )
+    assert str(info.value) == _message(
+        "prior_precision", "Expected one precision per layer (2).", [1.0]
+    )
