@@ -15,7 +15,10 @@ inside one function per backend:
   `stateless_call`: C backward passes per example, vectorised over the
   batch.
 - PyTorch: `torch.func.vmap(torch.func.jacrev(...))` over the same
-  `stateless_call`.
+  `stateless_call`; where `vmap` cannot batch a layer (Keras convolutions
+  on PyTorch use a channels-last memory format that `vmap` rejects), the
+  Jacobian of the batch's logits by `torch.func.jacrev`, which costs as
+  on TensorFlow (below).
 - TensorFlow: `tf.GradientTape.jacobian(..., experimental_use_pfor=True)`
   of the batch's logits: `pfor` vectorises the `batch * C` backward
   passes, each through the whole batch, so a batch costs about
@@ -72,35 +75,44 @@ class AllLayers:
             for a, v in zip(arrays, self.variables)
         ]
 
+    def _batch_terms(self, values, x, y):
+        """Per batch: the log-likelihood (classification) or the sum of
+        squared residuals (regression), and each variable's GGN diagonal
+        terms (before the division by the noise variance)."""
+        logits = self._logits(values, x)
+        jacobians = self._jacobians(values, x)
+        if self.likelihood == "regression":
+            total = ops.sum(ops.square(ops.cast(y, logits.dtype) - logits))
+            return total, [
+                ops.sum(ops.square(jac), axis=(0, 1)) for jac in jacobians
+            ]
+        log_p = ops.log_softmax(logits, axis=-1)
+        labels = ops.expand_dims(ops.cast(y, "int32"), -1)
+        total = ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
+        p = ops.exp(log_p)
+        terms = []
+        for jac in jacobians:
+            weights = p
+            for _ in range(len(jac.shape) - 2):
+                weights = ops.expand_dims(weights, -1)
+            first = ops.sum(weights * ops.square(jac), axis=(0, 1))
+            second = ops.sum(ops.square(ops.sum(weights * jac, axis=1)), 0)
+            terms.append(first - second)
+        return total, terms
+
     def accumulate(self, x, y, n, batch_size):
         values = self._values()
+        terms = _compile(self._batch_terms)
         sums = [np.zeros(t.shape) for t in self.theta]
         total = 0.0
         for start, stop, xb in laplace._batches(x, n, batch_size):
             xb = tree.map_structure(ops.convert_to_tensor, xb)
-            logits = self._logits(values, xb)
-            jacobians = self._jacobians(values, xb)
-            if self.likelihood == "regression":
-                target = ops.convert_to_tensor(y[start:stop], logits.dtype)
-                total += float(_numpy(ops.sum(ops.square(target - logits))))
-                for i, jac in enumerate(jacobians):
-                    sums[i] += _numpy(ops.sum(ops.square(jac), axis=(0, 1)))
-                continue
-            labels = ops.convert_to_tensor(y[start:stop][:, None], "int32")
-            log_p = ops.log_softmax(logits, axis=-1)
-            total += float(
-                _numpy(ops.sum(ops.take_along_axis(log_p, labels, axis=-1)))
+            batch_total, batch_terms = terms(
+                values, xb, ops.convert_to_tensor(y[start:stop])
             )
-            p = ops.exp(log_p)
-            for i, jac in enumerate(jacobians):
-                weights = ops.reshape(
-                    p, tuple(p.shape) + (1,) * (len(jac.shape) - 2)
-                )
-                first = ops.sum(weights * ops.square(jac), axis=(0, 1))
-                second = ops.sum(
-                    ops.square(ops.sum(weights * jac, axis=1)), axis=0
-                )
-                sums[i] += _numpy(first - second)
+            total += float(_numpy(batch_total))
+            for i, term in enumerate(batch_terms):
+                sums[i] += _numpy(term)
         self.num_examples = n
         if self.likelihood == "regression":
             outputs = self.head.outputs
@@ -157,21 +169,27 @@ class AllLayers:
             result[layer.name] = entry
         return result
 
-    def logits_moments(self, x, dtype, full_covariance):
-        values = self._values()
-        x = tree.map_structure(ops.convert_to_tensor, x)
+    def _moments(self, values, x, variances, full_covariance):
         mean = self._logits(values, x)
-        jacobians = self._jacobians(values, x)
         cov = 0.0
-        for jac, variance in zip(jacobians, self.variance):
-            n, classes = jac.shape[:2]
-            flat = ops.reshape(jac, (n, classes, -1))
-            scale = ops.convert_to_tensor(variance.ravel(), flat.dtype)
+        for jac, variance in zip(self._jacobians(values, x), variances):
+            size = int(np.prod(jac.shape[2:]))
+            flat = ops.reshape(jac, (-1, jac.shape[1], size))
+            scale = ops.reshape(variance, (-1,))
             if full_covariance:
                 cov = cov + ops.einsum("ncp,nep->nce", flat * scale, flat)
             else:
                 cov = cov + ops.sum(ops.square(flat) * scale, axis=-1)
         return mean, cov
+
+    def logits_moments(self, x, dtype, full_covariance):
+        if getattr(self, "_compiled", (None,))[0] is not full_covariance:
+            function = _compile(
+                lambda v, x, s: self._moments(v, x, s, full_covariance)
+            )
+            self._compiled = (full_covariance, function)
+        x = tree.map_structure(ops.convert_to_tensor, x)
+        return self._compiled[1](self._values(), x, self._values(self.variance))
 
     def weight_samples(self, num_samples, rng):
         return [
@@ -185,6 +203,21 @@ class AllLayers:
     def sample_outputs(self, x, dtype, samples):
         x = tree.map_structure(ops.convert_to_tensor, x)
         return ops.stack([self._logits(self._values(s), x) for s in samples])
+
+
+def _compile(function):
+    """`function` compiled where the backend compiles (`jax.jit`,
+    `tf.function`); as is on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
 
 
 def _numpy(tensor):
@@ -243,7 +276,7 @@ def _jax_jacobians(logits):
     def single(values, x):
         return logits(values, _one(x))[0]
 
-    return jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, 0)))
+    return jax.vmap(jax.jacrev(single), in_axes=(None, 0))
 
 
 def _torch_jacobians(logits):
@@ -252,13 +285,27 @@ def _torch_jacobians(logits):
     def single(values, x):
         return logits(values, _one(x))[0]
 
-    return torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
+    per_example = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
+    state = {"vmap": True}
+
+    def call(values, x):
+        if state["vmap"]:
+            try:
+                return per_example(values, x)
+            except RuntimeError:
+                # `vmap` cannot batch every layer (Keras convolutions on
+                # PyTorch use a channels-last memory format it rejects):
+                # then the Jacobian of the batch's logits, as on
+                # TensorFlow.
+                state["vmap"] = False
+        return torch.func.jacrev(lambda v: logits(v, x))(values)
+
+    return call
 
 
 def _tensorflow_jacobians(logits):
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
     def jacobians(values, x):
         with tf.GradientTape() as tape:
             tape.watch(values)

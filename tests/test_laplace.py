@@ -543,3 +543,38 @@ def test_all_layers_per_layer_precision_count(all_layers):
     assert str(info.value) == _message(
         "prior_precision", "Expected one precision per layer (2).", [1.0]
     )
+
+
+def test_all_layers_on_a_small_cnn_agrees_with_the_last_layer():
+    """On a CNN with convolution, depthwise, separable and batch
+    normalization layers, the all-layer GGN diagonal restricted to the
+    head is the last-layer GGN diagonal (computed in closed form from the
+    features), and every convertible layer gets its weights covered."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, activation="relu")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.DepthwiseConv2D(2, activation="tanh")(h)
+    h = keras.layers.SeparableConv2D(4, 2, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(CLASSES, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, CLASSES, 12)
+    everything = kb.laplace.fit(
+        model, x, y, subset="all", hessian="diag", batch_size=5
+    )
+    head = kb.laplace.fit(model, x, y, hessian="diag")
+    dense = model.layers[-1]
+    np.testing.assert_allclose(
+        everything.ggn[dense.kernel.path], head.ggn[:-1], rtol=1e-5, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        everything.ggn[dense.bias.path], head.ggn[-1], rtol=1e-5, atol=1e-8
+    )
+    covered = {layer.name for layer in model.layers if layer.weights} - {
+        model.layers[2].name
+    }  # batch normalization
+    assert set(everything.posterior_variances()) == covered
+    assert len(everything.ggn) == 2 + 2 + 2 + 3
