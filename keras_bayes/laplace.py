@@ -853,7 +853,34 @@ class Laplace:
     ):
         """A new model holding this posterior in keras-bayes layers.
 
-        See `keras_bayes.laplace_model` for details.
+        The covered layers (the last `Dense`, or every convertible layer
+        with `subset="all"`) become keras-bayes layers through
+        `kb.to_bayesian(..., layers=[...])`, with `MeanFieldNormal`
+        posteriors for the kernels and the biases: mean the trained
+        weights, standard deviation the square root of the Laplace
+        marginal variances (set through `PosteriorWeight.assign`). Their
+        priors are the Laplace prior `N(0, 1 / sqrt(delta))` (per layer
+        with layerwise precisions) and their `kl_weight` is `1 / N`, so
+        that fine-tuning minimises the per-example negative ELBO. The
+        layers sample in every call (`posterior_value="sample"`):
+        `kb.uncertainty.mc_predict` draws from the posterior, and
+        `kb.set_posterior_value(model, "mean")` gives back the trained
+        model's outputs. The trained model is not changed.
+
+        A mean-field posterior holds no correlations: with `hessian="kron"`
+        or `"full"`, pass `covariance="diagonal"` to keep the exact
+        marginal variances of the posterior and drop its correlations
+        (otherwise a `ValueError` says so). The Monte Carlo predictive of
+        the new model then differs from `predict(x, num_samples=S)`,
+        which samples the correlated posterior.
+
+        Args:
+            covariance: None, or `"diagonal"` (needed for `"kron"` and
+                `"full"`).
+            estimator: `"reparameterization"` (default) or `"flipout"`.
+
+        Returns:
+            A new Keras model (Sequential or Functional, as `model`).
         """
         from keras_bayes import _laplace_model
 

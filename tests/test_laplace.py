@@ -578,3 +578,80 @@ def test_all_layers_on_a_small_cnn_agrees_with_the_last_layer():
     }  # batch normalization
     assert set(everything.posterior_variances()) == covered
     assert len(everything.ggn) == 2 + 2 + 2 + 3
+
+
+# -- to_bayesian_model --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"hessian": "diag"}, id="last-layer-diag"),
+        pytest.param({"hessian": "kron"}, id="last-layer-kron"),
+        pytest.param({"subset": "all", "hessian": "diag"}, id="all"),
+    ],
+)
+def test_to_bayesian_model_holds_the_posterior(problem, tmp_path, kwargs):
+    model, x, y, _ = problem
+    la = kb.laplace.fit(model, x, y, prior_structure="layerwise", **kwargs)
+    covariance = "diagonal" if kwargs["hessian"] == "kron" else None
+    bayesian = la.to_bayesian_model(covariance=covariance)
+    variances = la.posterior_variances()
+    assert list(variances) == (
+        [model.layers[-1].name]
+        if "subset" not in kwargs
+        else [layer.name for layer in model.layers]
+    )
+    for name, weights in variances.items():
+        layer = bayesian.get_layer(name)
+        assert kb.workflows.is_bayesian(layer)
+        for path, (loc, variance) in weights.items():
+            weight = layer.posterior_weight(path.split("/")[-1])
+            mean, scale = weight.moments()
+            np.testing.assert_allclose(mean, loc, rtol=1e-6)
+            np.testing.assert_allclose(scale, np.sqrt(variance), rtol=1e-5)
+    if kwargs["hessian"] == "kron":
+        # The marginal variances are the diagonal of (A (x) G / N +
+        # delta I)^-1, computed explicitly here.
+        a, g = la.kron_factors
+        matrix = np.kron(a, g) / la.num_examples
+        covariance_matrix = np.linalg.inv(
+            matrix + la.prior_precision * np.eye(len(matrix))
+        )
+        ((kernel, bias),) = [variances[model.layers[-1].name].values()]
+        both = np.concatenate([kernel[1], bias[1][None]])
+        np.testing.assert_allclose(
+            both.ravel(), np.diag(covariance_matrix), rtol=1e-6
+        )
+    samples = kb.uncertainty.mc_predict(bayesian, x[:5], 3, verbose=0)
+    assert samples.shape == (3, 5, CLASSES)
+    assert not np.allclose(samples[0], samples[1])
+    path = str(tmp_path / "laplace.keras")
+    bayesian.save(path)
+    loaded = keras.models.load_model(path)
+    for m in (bayesian, loaded):
+        kb.set_posterior_value(m, "mean")
+        np.testing.assert_allclose(
+            m.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+        )
+    deterministic = kb.to_deterministic(loaded)
+    np.testing.assert_allclose(
+        deterministic.predict(x, verbose=0),
+        model.predict(x, verbose=0),
+        atol=1e-6,
+    )
+
+
+def test_to_bayesian_model_refuses_correlations(problem):
+    model, x, y, _ = problem
+    la = kb.laplace.fit(model, x, y, hessian="full")
+    with pytest.raises(ValueError) as info:
+        la.to_bayesian_model()
+    assert str(info.value) == _message(
+        "covariance",
+        'The posterior of hessian="full" correlates the weights, which a '
+        "`MeanFieldNormal` posterior cannot hold. Pass "
+        'covariance="diagonal" to keep its exact marginal variances (the '
+        "correlations dropped).",
+        None,
+    )
