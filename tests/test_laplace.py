@@ -623,6 +623,12 @@ def test_to_bayesian_model_holds_the_posterior(problem, tmp_path, kwargs):
         np.testing.assert_allclose(
             both.ravel(), np.diag(covariance_matrix), rtol=1e-6
         )
+
+
+def test_to_bayesian_model_samples_saves_and_converts_back(problem, tmp_path):
+    model, x, y, _ = problem
+    la = kb.laplace.fit(model, x, y, subset="all", hessian="diag")
+    bayesian = la.to_bayesian_model(estimator="flipout")
     samples = kb.uncertainty.mc_predict(bayesian, x[:5], 3, verbose=0)
     assert samples.shape == (3, 5, CLASSES)
     assert not np.allclose(samples[0], samples[1])
