@@ -102,7 +102,7 @@ class AllLayers:
 
     def accumulate(self, x, y, n, batch_size):
         values = self._values()
-        terms = _compile(self._batch_terms)
+        terms = laplace._compile(self._batch_terms)
         sums = [np.zeros(t.shape) for t in self.theta]
         total = 0.0
         for start, stop, xb in laplace._batches(x, n, batch_size):
@@ -184,7 +184,7 @@ class AllLayers:
 
     def logits_moments(self, x, dtype, full_covariance):
         if getattr(self, "_compiled", (None,))[0] is not full_covariance:
-            function = _compile(
+            function = laplace._compile(
                 lambda v, x, s: self._moments(v, x, s, full_covariance)
             )
             self._compiled = (full_covariance, function)
@@ -203,21 +203,6 @@ class AllLayers:
     def sample_outputs(self, x, dtype, samples):
         x = tree.map_structure(ops.convert_to_tensor, x)
         return ops.stack([self._logits(self._values(s), x) for s in samples])
-
-
-def _compile(function):
-    """`function` compiled where the backend compiles (`jax.jit`,
-    `tf.function`); as is on PyTorch."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(function, reduce_retracing=True)
-    return function
 
 
 def _numpy(tensor):

@@ -396,56 +396,78 @@ class _LastLayer:
                 hessian,
             )
 
+    def _step(self, state, phi, weights, target):
+        """One batch's sums added to `state = (gram, curvature, total)`:
+        `sum phi phi^T`; `sum Lambda_n` (kron), the GGN `(D', C, D', C)`
+        (full) or its diagonal `(D', C)`; and the log-likelihood
+        (classification) or the sum of squared residuals (regression)."""
+        gram, curvature, total = state
+        logits = _matmul(phi, weights)
+        gram = gram + _matmul(ops.transpose(phi), phi)
+        if self.likelihood == "regression":
+            residual = ops.cast(target, logits.dtype) - logits
+            return gram, curvature, total + ops.sum(ops.square(residual))
+        labels = ops.expand_dims(ops.cast(target, "int32"), -1)
+        log_p = ops.log_softmax(logits, axis=-1)
+        total = total + ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
+        p = ops.exp(log_p)
+        dims, classes = self.theta.shape
+        if self.hessian == "kron":
+            curvature = (
+                curvature
+                + ops.diag(ops.sum(p, axis=0))
+                - _matmul(ops.transpose(p), p)
+            )
+        elif self.hessian == "full":
+            # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
+            outer = ops.reshape(
+                ops.expand_dims(phi, 2) * ops.expand_dims(p, 1),
+                (-1, dims * classes),
+            )
+            weighted = ops.reshape(
+                _matmul(ops.transpose(outer), phi), (dims, classes, dims, 1)
+            )
+            eye = ops.reshape(
+                ops.eye(classes, dtype=phi.dtype), (1, classes, 1, classes)
+            )
+            curvature = (
+                curvature
+                + weighted * eye
+                - ops.reshape(
+                    _matmul(ops.transpose(outer), outer),
+                    (dims, classes, dims, classes),
+                )
+            )
+        else:
+            curvature = curvature + _matmul(
+                ops.transpose(ops.square(phi)), p - ops.square(p)
+            )
+        return gram, curvature, total
+
     def accumulate(self, x, y, n, batch_size):
         dtype = _compute_dtype()
-        head = self.head
         dims, classes = self.theta.shape
         weights = ops.convert_to_tensor(self.theta, dtype=dtype)
-        gram = ops.zeros((dims, dims), dtype=dtype)
-        softmax_sum = ops.zeros((classes, classes), dtype=dtype)
-        full = ops.zeros((dims, classes, dims, classes), dtype=dtype)
-        diag = ops.zeros((dims, classes), dtype=dtype)
-        total = ops.zeros((), dtype=dtype)  # log-likelihood or sum r^2
-        eye = ops.eye(classes, dtype=dtype)
+        shape = {
+            "kron": (classes, classes),
+            "full": (dims, classes, dims, classes),
+            "diag": (dims, classes),
+        }[self.hessian]
+        if self.likelihood == "regression":
+            shape = ()  # every curvature follows from `gram`
+        state = (
+            ops.zeros((dims, dims), dtype=dtype),
+            ops.zeros(shape, dtype=dtype),
+            ops.zeros((), dtype=dtype),
+        )
+        step = _compile(self._step)
         for start, stop, xb in _batches(x, n, batch_size):
-            phi = head.phi(xb, dtype)
-            logits = _matmul(phi, weights)
-            gram = gram + _matmul(ops.transpose(phi), phi)
-            if self.likelihood == "regression":
-                target = ops.convert_to_tensor(y[start:stop], dtype=dtype)
-                total = total + ops.sum(ops.square(target - logits))
-                continue
-            labels = ops.convert_to_tensor(y[start:stop][:, None], "int32")
-            log_p = ops.log_softmax(logits, axis=-1)
-            total = total + ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
-            p = ops.exp(log_p)
-            if self.hessian == "kron":
-                softmax_sum = (
-                    softmax_sum
-                    + ops.diag(ops.sum(p, axis=0))
-                    - _matmul(ops.transpose(p), p)
-                )
-            elif self.hessian == "full":
-                # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
-                outer = ops.reshape(
-                    phi[:, :, None] * p[:, None, :], (-1, dims * classes)
-                )
-                weighted = ops.reshape(
-                    _matmul(ops.transpose(outer), phi),
-                    (dims, classes, dims),
-                )
-                full = (
-                    full
-                    + weighted[:, :, :, None] * eye[None, :, None, :]
-                    - ops.reshape(
-                        _matmul(ops.transpose(outer), outer),
-                        (dims, classes, dims, classes),
-                    )
-                )
-            else:
-                diag = diag + _matmul(
-                    ops.transpose(ops.square(phi)), p - ops.square(p)
-                )
+            phi = self.head.phi(xb, dtype)
+            state = step(
+                state, phi, weights, ops.convert_to_tensor(y[start:stop])
+            )
+        gram, curvature, total = state
+        softmax_sum = full = diag = curvature
         self.num_examples = n
         gram = ops.convert_to_numpy(gram).astype("float64")
         total = float(ops.convert_to_numpy(total))
@@ -891,6 +913,21 @@ def _matmul(a, b):
     """`a @ b` for a 2-D `b`, keeping float64 (`keras.ops.matmul` on
     PyTorch returns float32 for float64 inputs)."""
     return ops.einsum("...ij,jk->...ik", a, b)
+
+
+def _compile(function):
+    """`function` compiled where the backend compiles (`jax.jit`,
+    `tf.function`); as is on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
 
 
 def _numpy(tensor):
