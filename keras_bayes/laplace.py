@@ -25,6 +25,7 @@ curvature (eigendecompositions, the marginal likelihood for any prior
 precision, posterior factors) runs in NumPy float64.
 """
 
+import functools
 import math
 import numbers
 import warnings
@@ -369,6 +370,69 @@ def fit(
     return laplace
 
 
+def _last_layer_step(likelihood, hessian, state, phi, weights, target):
+    """One batch's sums added to `state = (gram, curvature, total)`:
+    `sum phi phi^T`; `sum Lambda_n` (kron), the GGN `(D', C, D', C)`
+    (full) or its diagonal `(D', C)`; and the log-likelihood
+    (classification) or the sum of squared residuals (regression)."""
+    gram, curvature, total = state
+    logits = _matmul(phi, weights)
+    gram = gram + _matmul(ops.transpose(phi), phi)
+    if likelihood == "regression":
+        residual = ops.cast(target, logits.dtype) - logits
+        return gram, curvature, total + ops.sum(ops.square(residual))
+    labels = ops.expand_dims(ops.cast(target, "int32"), -1)
+    log_p = ops.log_softmax(logits, axis=-1)
+    total = total + ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
+    p = ops.exp(log_p)
+    dims, classes = weights.shape
+    if hessian == "kron":
+        curvature = (
+            curvature
+            + ops.diag(ops.sum(p, axis=0))
+            - _matmul(ops.transpose(p), p)
+        )
+    elif hessian == "full":
+        # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
+        outer = ops.reshape(
+            ops.expand_dims(phi, 2) * ops.expand_dims(p, 1),
+            (-1, dims * classes),
+        )
+        weighted = ops.reshape(
+            _matmul(ops.transpose(outer), phi), (dims, classes, dims, 1)
+        )
+        eye = ops.reshape(
+            ops.eye(classes, dtype=phi.dtype), (1, classes, 1, classes)
+        )
+        curvature = (
+            curvature
+            + weighted * eye
+            - ops.reshape(
+                _matmul(ops.transpose(outer), outer),
+                (dims, classes, dims, classes),
+            )
+        )
+    else:
+        curvature = curvature + _matmul(
+            ops.transpose(ops.square(phi)), p - ops.square(p)
+        )
+    return gram, curvature, total
+
+
+# Compiled once per process and kind, so that a later fit reuses the
+# compiled code (for the same batch shapes).
+_STEPS = {}
+
+
+def _compiled_step(likelihood, hessian):
+    key = (keras.backend.backend(), likelihood, hessian)
+    if key not in _STEPS:
+        _STEPS[key] = _compile(
+            functools.partial(_last_layer_step, likelihood, hessian)
+        )
+    return _STEPS[key]
+
+
 class _LastLayer:
     """The GGN of the last `Dense` layer's kernel and bias, in closed form.
 
@@ -396,54 +460,6 @@ class _LastLayer:
                 hessian,
             )
 
-    def _step(self, state, phi, weights, target):
-        """One batch's sums added to `state = (gram, curvature, total)`:
-        `sum phi phi^T`; `sum Lambda_n` (kron), the GGN `(D', C, D', C)`
-        (full) or its diagonal `(D', C)`; and the log-likelihood
-        (classification) or the sum of squared residuals (regression)."""
-        gram, curvature, total = state
-        logits = _matmul(phi, weights)
-        gram = gram + _matmul(ops.transpose(phi), phi)
-        if self.likelihood == "regression":
-            residual = ops.cast(target, logits.dtype) - logits
-            return gram, curvature, total + ops.sum(ops.square(residual))
-        labels = ops.expand_dims(ops.cast(target, "int32"), -1)
-        log_p = ops.log_softmax(logits, axis=-1)
-        total = total + ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
-        p = ops.exp(log_p)
-        dims, classes = self.theta.shape
-        if self.hessian == "kron":
-            curvature = (
-                curvature
-                + ops.diag(ops.sum(p, axis=0))
-                - _matmul(ops.transpose(p), p)
-            )
-        elif self.hessian == "full":
-            # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
-            outer = ops.reshape(
-                ops.expand_dims(phi, 2) * ops.expand_dims(p, 1),
-                (-1, dims * classes),
-            )
-            weighted = ops.reshape(
-                _matmul(ops.transpose(outer), phi), (dims, classes, dims, 1)
-            )
-            eye = ops.reshape(
-                ops.eye(classes, dtype=phi.dtype), (1, classes, 1, classes)
-            )
-            curvature = (
-                curvature
-                + weighted * eye
-                - ops.reshape(
-                    _matmul(ops.transpose(outer), outer),
-                    (dims, classes, dims, classes),
-                )
-            )
-        else:
-            curvature = curvature + _matmul(
-                ops.transpose(ops.square(phi)), p - ops.square(p)
-            )
-        return gram, curvature, total
-
     def accumulate(self, x, y, n, batch_size):
         dtype = _compute_dtype()
         dims, classes = self.theta.shape
@@ -460,7 +476,7 @@ class _LastLayer:
             ops.zeros(shape, dtype=dtype),
             ops.zeros((), dtype=dtype),
         )
-        step = _compile(self._step)
+        step = _compiled_step(self.likelihood, self.hessian)
         for start, stop, xb in _batches(x, n, batch_size):
             phi = self.head.phi(xb, dtype)
             state = step(
