@@ -29,6 +29,7 @@ import functools
 import math
 import numbers
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -101,6 +102,21 @@ def _batches(x, n, batch_size):
         yield start, stop, tree.map_structure(lambda a, s=part: a[s], x)
 
 
+# The features sub-model of each model seen, so that a later fit on the
+# same model (a grid search, a benchmark) reuses its compiled predict step.
+_FEATURES = weakref.WeakKeyDictionary()
+
+
+def _features_model(model, last):
+    """`keras.Model(model.inputs, last.input)`, made once per model."""
+    cached = _FEATURES.get(model)
+    if cached is None or cached[0] is not last:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        cached = (last, keras.Model(inputs, last.input))
+        _FEATURES[model] = cached
+    return cached[1]
+
+
 class _Head:
     """The model's last `Dense` layer and the sub-model giving its inputs."""
 
@@ -128,6 +144,14 @@ class _Head:
                 f"activation); the last layer of '{model.name}' is {kind}.",
                 subset,
             )
+        if len(last.input.shape) != 2:
+            raise _validation.invalid(
+                "model",
+                f"The last layer '{last.name}' must take one feature vector "
+                f"per example (inputs of rank 2); it takes inputs of shape "
+                f"{tuple(last.input.shape)}.",
+                model.name,
+            )
         if last.activation is keras.activations.softmax:
             applies_softmax = True
         elif last.activation is keras.activations.linear:
@@ -146,10 +170,9 @@ class _Head:
                 '"classification".',
                 likelihood,
             )
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         self.model = model
         self.layer = last
-        self.features = keras.Model(inputs, last.input)
+        self.features = _features_model(model, last)
         self.use_bias = bool(last.use_bias)
         self.outputs = int(last.units)
 
