@@ -11,8 +11,10 @@ Two subsets of weights:
 - `subset="last_layer"` (the default): the kernel and bias of the model's
   last `Dense` layer. Its inputs `phi` (the features) are computed once per
   batch with a sub-model, and the curvature is then closed form in
-  `keras.ops` (no backend autodiff): `"kron"` (Kronecker factors), `"full"`
-  (the exact GGN) or `"diag"` (its diagonal).
+  `keras.ops` (no autodiff): `"kron"` (Kronecker factors), `"full"` (the
+  exact GGN) or `"diag"` (its diagonal). Each batch's sums are one
+  function, compiled with `jax.jit` or `tf.function` where the backend
+  compiles (imported inside `_compile`), run as is on PyTorch.
 - `subset="all"` with `hessian="diag"`: the exact GGN diagonal of every
   kernel and bias of the layers `kb.to_bayesian` converts, from per-example
   Jacobians of the logits. Those come from each backend's own autodiff

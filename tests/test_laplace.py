@@ -661,3 +661,36 @@ def test_to_bayesian_model_refuses_correlations(problem):
         "correlations dropped).",
         None,
     )
+
+
+def test_all_layers_regression_matches_reference():
+    model = _mlp(activation="tanh", head=None, outputs=2)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(20, 8)).astype("float32")
+    y = model.predict(x, verbose=0) + rng.normal(size=(20, 2))
+    la = kb.laplace.fit(
+        model, x, y, likelihood="regression", subset="all", hessian="diag"
+    )
+    weights = _weights(model)
+    x64 = x.astype("float64")
+    _, _, outputs = ref.forward(weights, x64, "tanh")
+    noise = np.mean((y - outputs) ** 2)
+    np.testing.assert_allclose(la.noise_variance, noise, rtol=RTOL)
+    lambdas = np.broadcast_to(np.eye(2) / noise, (20, 2, 2))
+    jacobians = ref.all_layer_jacobians(weights, x64, "tanh")
+    for variable, jac in zip(model.weights, jacobians):
+        np.testing.assert_allclose(
+            la.ggn[variable.path],
+            ref.ggn_diagonal(jac, lambdas),
+            rtol=RTOL,
+            atol=1e-9,
+        )
+    mean, variance = la.predict(x[:5])
+    flat = np.concatenate([j[:5].reshape(5, 2, -1) for j in jacobians], 2)
+    diagonal = np.concatenate([la.ggn[v.path].ravel() for v in model.weights])
+    covariance = np.diag(1.0 / (diagonal + la.prior_precision))
+    cov = np.einsum("ncp,pq,neq->nce", flat, covariance, flat)
+    np.testing.assert_allclose(mean, outputs[:5], rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(
+        variance, np.einsum("ncc->nc", cov) + noise, rtol=RTOL
+    )
