@@ -23,7 +23,7 @@ The repeats are interleaved (`harness.time_steps`). Target (issue 21):
 Usage:
     python benchmarks/laplace_cost.py                 # every backend
     python benchmarks/laplace_cost.py --backends jax --repeats 5
-    python benchmarks/laplace_cost.py --quick         # 512 examples
+    python benchmarks/laplace_cost.py --quick         # 256 examples
     python benchmarks/laplace_cost.py --full          # also hessian="full"
     python benchmarks/laplace_cost.py --all           # also subset="all"
 
@@ -64,7 +64,7 @@ def measure(quick=False, repeats=5, warmup=1, full=False, all_layers=False):
     import keras_bayes as kb
 
     keras.utils.set_random_seed(0)
-    n = 512 if quick else 10_000
+    n = 256 if quick else 10_000
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, n)
@@ -89,7 +89,7 @@ def measure(quick=False, repeats=5, warmup=1, full=False, all_layers=False):
         if name in timings:
             result[name] = harness.compare(timings[name], timings["predict"])
     if all_layers:
-        few = 64 if quick else ALL_EXAMPLES
+        few = 32 if quick else ALL_EXAMPLES
         x_few, y_few = x[:few], y[:few]
         timings = harness.time_steps(
             {

@@ -447,5 +447,5 @@ def test_laplace_cost_quick():
     for name in ("fit kron", "predict probit", "fit all"):
         _check_comparison(result[name])
     text = script.report({"backend": result}, None)
-    assert "| backend | 512 |" in text
-    assert "| backend | 64 |" in text
+    assert "| backend | 256 |" in text
+    assert "| backend | 32 |" in text
