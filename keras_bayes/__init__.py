@@ -6,6 +6,7 @@ from keras_bayes import (
     config,
     conformal,
     distribution,
+    laplace,
     layers,
     metrics,
     migrate,

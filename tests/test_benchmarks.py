@@ -436,3 +436,16 @@ def test_rank1_cost_quick():
     _check_comparison(result["train step"])
     text = script.report({"backend": result}, args)
     assert "| backend | 104 / 76 (budget 116) |" in text
+
+
+# -- laplace_cost.py ----------------------------------------------------------
+
+
+def test_laplace_cost_quick():
+    script = load_script("benchmarks/laplace_cost.py")
+    result = script.measure(quick=True, repeats=1, warmup=0, all_layers=True)
+    for name in ("fit kron", "predict probit", "fit all"):
+        _check_comparison(result[name])
+    text = script.report({"backend": result}, None)
+    assert "| backend | 256 |" in text
+    assert "| backend | 32 |" in text

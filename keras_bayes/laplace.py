@@ -1,0 +1,975 @@
+"""`kb.laplace`: the Laplace approximation around a trained Keras model.
+
+The trained weights are the MAP estimate `theta`; the posterior is the
+Gaussian `N(theta, (H + P0)^-1)`, where `H` is the generalized Gauss-Newton
+(GGN) matrix of the negative log-likelihood at `theta` and `P0 = delta I`
+the precision of an isotropic Gaussian prior `N(0, 1 / delta)`. Nothing
+about the model changes: it is only read.
+
+Two subsets of weights:
+
+- `subset="last_layer"` (the default): the kernel and bias of the model's
+  last `Dense` layer. Its inputs `phi` (the features) are computed once per
+  batch with a sub-model, and the curvature is then closed form in
+  `keras.ops` (no autodiff): `"kron"` (Kronecker factors), `"full"` (the
+  exact GGN) or `"diag"` (its diagonal). Each batch's sums are one
+  function, compiled with `jax.jit` or `tf.function` where the backend
+  compiles (imported inside `_compile`), run as is on PyTorch.
+- `subset="all"` with `hessian="diag"`: the exact GGN diagonal of every
+  kernel and bias of the layers `kb.to_bayesian` converts, from per-example
+  Jacobians of the logits. Those come from each backend's own autodiff
+  (`jax.vmap(jax.jacrev)`, `torch.func.vmap(torch.func.jacrev)`, TensorFlow
+  `GradientTape.jacobian` with `pfor`), each imported inside a function.
+
+The per-example work (features, logits, curvature sums, predictive
+variances) runs in `keras.ops` on the backend; the small algebra on the
+curvature (eigendecompositions, the marginal likelihood for any prior
+precision, posterior factors) runs in NumPy float64.
+"""
+
+import functools
+import math
+import numbers
+import warnings
+import weakref
+
+import keras
+import numpy as np
+from keras import ops, tree
+
+from keras_bayes import _validation
+
+LIKELIHOODS = ("classification", "regression")
+SUBSETS = ("last_layer", "all")
+HESSIANS = ("kron", "full", "diag")
+PRIOR_STRUCTURES = ("scalar", "layerwise")
+LINKS = ("probit", "mc")
+# `hessian="full"` stores a (P, P) float64 matrix: 5000 parameters take
+# 200 MB, and its eigendecomposition a few seconds.
+MAX_FULL_PARAMETERS = 5000
+# `prior_precision="gridsearch"`: 10^-4 to 10^4, four points per decade.
+GRID = tuple(float(v) for v in np.logspace(-4, 4, 33))
+# Samples of `link="mc"` when `num_samples` is not given.
+DEFAULT_LINK_SAMPLES = 100
+# Layers whose kernels and biases `subset="all"` covers: those
+# `kb.to_bayesian` converts.
+_CONVERTIBLE = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+_WEIGHT_NAMES = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel")
+
+
+def _choice(value, name, options):
+    if not isinstance(value, str) or value.lower() not in options:
+        listed = ", ".join(f'"{o}"' for o in options)
+        raise _validation.invalid(name, f"Expected one of {listed}.", value)
+    return value.lower()
+
+
+def _compute_dtype():
+    """float64 where the backend computes in it (JAX only with x64)."""
+    with warnings.catch_warnings():
+        # JAX warns that it truncates the request to float32.
+        warnings.simplefilter("ignore")
+        probe = ops.convert_to_tensor(np.zeros(1), dtype="float64")
+    return keras.backend.standardize_dtype(probe.dtype)
+
+
+def _num_examples(x):
+    sizes = {int(np.shape(a)[0]) for a in tree.flatten(x)}
+    if len(sizes) != 1:
+        raise _validation.invalid(
+            "x",
+            "Expected arrays (or a list or dict of arrays) with the same "
+            "number of examples.",
+            _validation.summary(sizes),
+        )
+    return sizes.pop()
+
+
+def _batches(x, n, batch_size):
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        part = slice(start, stop)
+        yield start, stop, tree.map_structure(lambda a, s=part: a[s], x)
+
+
+# The features sub-model of each model seen, so that a later fit on the
+# same model (a grid search, a benchmark) reuses its compiled predict step.
+_FEATURES = weakref.WeakKeyDictionary()
+
+
+def _features_model(model, last):
+    """`keras.Model(model.inputs, last.input)`, made once per model."""
+    cached = _FEATURES.get(model)
+    if cached is None or cached[0] is not last:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        cached = (last, keras.Model(inputs, last.input))
+        _FEATURES[model] = cached
+    return cached[1]
+
+
+class _Head:
+    """The model's last `Dense` layer and the sub-model giving its inputs."""
+
+    def __init__(self, model, likelihood, subset):
+        if not isinstance(model, keras.Model) or not model.built:
+            raise _validation.invalid(
+                "model", "Expected a built Keras model.", model
+            )
+        last = model.layers[-1] if model.layers else None
+        outputs = getattr(model, "outputs", None) or []
+        history = (
+            getattr(outputs[0], "_keras_history", None) if outputs else None
+        )
+        if (
+            not isinstance(last, keras.layers.Dense)
+            or len(outputs) != 1
+            or history is None
+            or history[0] is not last
+        ):
+            kind = type(last).__name__ if last is not None else "nothing"
+            raise _validation.invalid(
+                "subset",
+                "The Laplace approximation needs a model whose single output "
+                "is a `keras.layers.Dense` layer (softmax or linear "
+                f"activation); the last layer of '{model.name}' is {kind}.",
+                subset,
+            )
+        if len(last.input.shape) != 2:
+            raise _validation.invalid(
+                "model",
+                f"The last layer '{last.name}' must take one feature vector "
+                f"per example (inputs of rank 2); it takes inputs of shape "
+                f"{tuple(last.input.shape)}.",
+                model.name,
+            )
+        if last.activation is keras.activations.softmax:
+            applies_softmax = True
+        elif last.activation is keras.activations.linear:
+            applies_softmax = False
+        else:
+            raise _validation.invalid(
+                "model",
+                f"The last layer '{last.name}' must have a softmax or linear "
+                "activation.",
+                model.name,
+            )
+        if likelihood == "regression" and applies_softmax:
+            raise _validation.invalid(
+                "likelihood",
+                f"The last layer '{last.name}' applies a softmax: expected "
+                '"classification".',
+                likelihood,
+            )
+        self.model = model
+        self.layer = last
+        self.features = _features_model(model, last)
+        self.use_bias = bool(last.use_bias)
+        self.outputs = int(last.units)
+
+    def weights(self):
+        """The kernel with the bias as its last row, `(D', C)` float64."""
+        kernel = ops.convert_to_numpy(self.layer.kernel).astype("float64")
+        if self.use_bias:
+            bias = ops.convert_to_numpy(self.layer.bias).astype("float64")
+            kernel = np.concatenate([kernel, bias[None]], axis=0)
+        return kernel
+
+    def phi(self, x, dtype):
+        """Features of a batch, with a column of ones for the bias."""
+        phi = self.features.predict_on_batch(x)
+        phi = ops.convert_to_tensor(np.asarray(phi), dtype=dtype)
+        phi = ops.reshape(phi, (ops.shape(phi)[0], -1))
+        if self.use_bias:
+            ones = ops.ones((ops.shape(phi)[0], 1), dtype=dtype)
+            phi = ops.concatenate([phi, ones], axis=1)
+        return phi
+
+
+def _labels(y, n, classes):
+    array = np.asarray(y)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    expected = (
+        f"Expected {n} integer class labels in [0, {classes - 1}], of shape "
+        f"({n},) or ({n}, 1)."
+    )
+    if array.shape != (n,):
+        raise _validation.invalid("y", expected, _validation.summary(y))
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise _validation.invalid("y", expected, _validation.summary(y))
+    elif array.dtype.kind not in "iu":
+        raise _validation.invalid("y", expected, _validation.summary(y))
+    if n and (array.min() < 0 or array.max() >= classes):
+        raise _validation.invalid("y", expected, _validation.summary(y))
+    return array.astype("int64")
+
+
+def _targets(y, n, outputs):
+    array = np.asarray(y, dtype="float64")
+    if array.ndim == 1 and outputs == 1:
+        array = array[:, None]
+    if array.shape != (n, outputs) or not np.all(np.isfinite(array)):
+        raise _validation.invalid(
+            "y",
+            f"Expected finite regression targets of shape ({n}, {outputs})"
+            + (f" or ({n},)" if outputs == 1 else "")
+            + ".",
+            _validation.summary(y),
+        )
+    return array
+
+
+def _prior_precision(value):
+    if isinstance(value, str):
+        return _choice(value, "prior_precision", ("marglik", "gridsearch"))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return _validation.number(value, "prior_precision", 0, strict=True)
+    array = None
+    try:
+        array = np.asarray(value, dtype="float64")
+    except (TypeError, ValueError):
+        pass
+    if (
+        array is None
+        or array.ndim != 1
+        or array.size == 0
+        or not np.all(np.isfinite(array))
+        or np.any(array <= 0)
+    ):
+        raise _validation.invalid(
+            "prior_precision",
+            'Expected "marglik", "gridsearch", a finite, strictly positive '
+            "number, or one such number per layer.",
+            _validation.summary(value) if array is not None else value,
+        )
+    return array
+
+
+def fit(
+    model,
+    x,
+    y,
+    likelihood="classification",
+    subset="last_layer",
+    hessian="kron",
+    prior_precision="marglik",
+    prior_structure="scalar",
+    validation_data=None,
+    batch_size=256,
+):
+    """The Laplace approximation of a trained Keras model's posterior.
+
+    The model's weights are the MAP estimate and never change. The
+    curvature is the generalized Gauss-Newton matrix (GGN) of the
+    negative log-likelihood at those weights:
+
+    - classification: the model ends in a `Dense` layer with a softmax
+      activation (its pre-activation is the logits `f`) or a linear one
+      (its output is the logits); `y` holds integer labels. The GGN is
+      `sum_n J_n^T (diag(p_n) - p_n p_n^T) J_n`, `p_n = softmax(f_n)`.
+    - regression: the model ends in a linear `Dense` layer; the Gaussian
+      noise variance `sigma^2` is fitted at the MAP by maximum likelihood
+      (the mean squared residual over every example and output), and the
+      GGN is `sigma^-2 sum_n J_n^T J_n`.
+
+    Args:
+        model: a built Keras model whose single output is a `Dense` layer.
+        x: training inputs: an array, or a list or dict of arrays.
+        y: integer labels `(N,)` or `(N, 1)` (classification), or targets
+            `(N, outputs)` (regression; `(N,)` for one output).
+        likelihood: `"classification"` (default) or `"regression"`.
+        subset: `"last_layer"` (default): the kernel and bias of the last
+            `Dense` layer; `"all"`: every kernel and bias of every `Dense`,
+            convolution, transposed convolution, depthwise and separable
+            convolution layer (needs `hessian="diag"`).
+        hessian: `"kron"` (default; last layer only): Kronecker factors
+            `A = sum_n phi_n phi_n^T` and `G = sum_n Lambda_n`, with
+            `H ~ A (x) G / N`; `"full"`: the exact GGN (last layer only, at
+            most 5000 parameters); `"diag"`: the exact GGN diagonal.
+        prior_precision: `"marglik"` (default): the precision maximising
+            the Laplace log marginal likelihood; `"gridsearch"`: the one of
+            `kb.laplace.GRID` (10^-4 to 10^4) with the lowest negative
+            log-likelihood of the predictive on `validation_data`; or a
+            positive number (or one per layer with `subset="all"`), used
+            as is.
+        prior_structure: `"scalar"` (default): one precision for every
+            weight; `"layerwise"`: one per layer, each maximising the
+            marginal likelihood (with `prior_precision="marglik"`).
+        validation_data: `(x_val, y_val)`, for `"gridsearch"`.
+        batch_size: examples per batch. Defaults to 256.
+
+    Returns:
+        A `Laplace` object.
+
+    Example:
+
+    ```python
+    la = kb.laplace.fit(trained_model, x_train, y_train)
+    probs = la.predict(x_test)  # GLM predictive, probit link
+    ```
+    """
+    likelihood = _choice(likelihood, "likelihood", LIKELIHOODS)
+    subset = _choice(subset, "subset", SUBSETS)
+    hessian = _choice(hessian, "hessian", HESSIANS)
+    prior_structure = _choice(
+        prior_structure, "prior_structure", PRIOR_STRUCTURES
+    )
+    prior = _prior_precision(prior_precision)
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    if subset == "all" and hessian != "diag":
+        raise _validation.invalid(
+            "hessian",
+            'subset="all" supports only hessian="diag" (a diagonal GGN over '
+            "every layer).",
+            hessian,
+        )
+    if isinstance(prior, str) and prior == "gridsearch":
+        if validation_data is None:
+            raise _validation.invalid(
+                "validation_data",
+                'prior_precision="gridsearch" needs validation data '
+                "`(x_val, y_val)`.",
+                validation_data,
+            )
+    if validation_data is not None and (
+        not isinstance(validation_data, (tuple, list))
+        or len(validation_data) != 2
+    ):
+        raise _validation.invalid(
+            "validation_data",
+            "Expected a tuple `(x_val, y_val)`.",
+            _validation.summary(validation_data),
+        )
+    head = _Head(model, likelihood, subset)
+    n = _num_examples(x)
+    if n == 0:
+        raise _validation.invalid("x", "Expected at least one example.", x)
+    if likelihood == "classification":
+        y = _labels(y, n, head.outputs)
+    else:
+        y = _targets(y, n, head.outputs)
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        n_val = _num_examples(x_val)
+        if likelihood == "classification":
+            y_val = _labels(y_val, n_val, head.outputs)
+        else:
+            y_val = _targets(y_val, n_val, head.outputs)
+        validation_data = (x_val, y_val)
+    if subset == "last_layer":
+        curvature = _LastLayer(head, likelihood, hessian)
+    else:
+        from keras_bayes import _laplace_all
+
+        curvature = _laplace_all.AllLayers(head, likelihood)
+    if not isinstance(prior, str) and np.ndim(prior) == 1:
+        if prior.size != curvature.num_groups:
+            raise _validation.invalid(
+                "prior_precision",
+                f"Expected one precision per layer ({curvature.num_groups}).",
+                _validation.summary(prior),
+            )
+    curvature.accumulate(x, y, n, batch_size)
+    laplace = Laplace(
+        curvature, likelihood, subset, hessian, prior_structure, batch_size
+    )
+    if isinstance(prior, str) and prior == "marglik":
+        laplace.prior_precision = laplace.optimal_prior_precision()
+    elif isinstance(prior, str):
+        laplace.prior_precision = laplace._gridsearch(*validation_data)
+    else:
+        laplace.prior_precision = prior
+    return laplace
+
+
+def _last_layer_step(likelihood, hessian, state, phi, weights, target):
+    """One batch's sums added to `state = (gram, curvature, total)`:
+    `sum phi phi^T`; `sum Lambda_n` (kron), the GGN `(D', C, D', C)`
+    (full) or its diagonal `(D', C)`; and the log-likelihood
+    (classification) or the sum of squared residuals (regression)."""
+    gram, curvature, total = state
+    logits = _matmul(phi, weights)
+    gram = gram + _matmul(ops.transpose(phi), phi)
+    if likelihood == "regression":
+        residual = ops.cast(target, logits.dtype) - logits
+        return gram, curvature, total + ops.sum(ops.square(residual))
+    labels = ops.expand_dims(ops.cast(target, "int32"), -1)
+    log_p = ops.log_softmax(logits, axis=-1)
+    total = total + ops.sum(ops.take_along_axis(log_p, labels, axis=-1))
+    p = ops.exp(log_p)
+    dims, classes = weights.shape
+    if hessian == "kron":
+        curvature = (
+            curvature
+            + ops.diag(ops.sum(p, axis=0))
+            - _matmul(ops.transpose(p), p)
+        )
+    elif hessian == "full":
+        # sum_n phi_d phi_f (p_c delta_ce - p_c p_e)
+        outer = ops.reshape(
+            ops.expand_dims(phi, 2) * ops.expand_dims(p, 1),
+            (-1, dims * classes),
+        )
+        weighted = ops.reshape(
+            _matmul(ops.transpose(outer), phi), (dims, classes, dims, 1)
+        )
+        eye = ops.reshape(
+            ops.eye(classes, dtype=phi.dtype), (1, classes, 1, classes)
+        )
+        curvature = (
+            curvature
+            + weighted * eye
+            - ops.reshape(
+                _matmul(ops.transpose(outer), outer),
+                (dims, classes, dims, classes),
+            )
+        )
+    else:
+        curvature = curvature + _matmul(
+            ops.transpose(ops.square(phi)), p - ops.square(p)
+        )
+    return gram, curvature, total
+
+
+# Compiled once per process and kind, so that a later fit reuses the
+# compiled code (for the same batch shapes).
+_STEPS = {}
+
+
+def _compiled_step(likelihood, hessian):
+    key = (keras.backend.backend(), likelihood, hessian)
+    if key not in _STEPS:
+        _STEPS[key] = _compile(
+            functools.partial(_last_layer_step, likelihood, hessian)
+        )
+    return _STEPS[key]
+
+
+class _LastLayer:
+    """The GGN of the last `Dense` layer's kernel and bias, in closed form.
+
+    The weights are the `(D', C)` matrix `W` (kernel with the bias as its
+    last row; `D' = D + 1` with a bias), flattened row-major: parameter
+    `(d, c)` multiplies feature `d` into logit `c`. The logits' Jacobian
+    is `J_n = phi_n^T (x) I_C`, so the GGN is
+    `sum_n (phi_n phi_n^T) (x) Lambda_n`.
+    """
+
+    num_groups = 1
+
+    def __init__(self, head, likelihood, hessian):
+        self.head = head
+        self.likelihood = likelihood
+        self.hessian = hessian
+        self.theta = head.weights()
+        self.num_parameters = self.theta.size
+        if hessian == "full" and self.num_parameters > MAX_FULL_PARAMETERS:
+            raise _validation.invalid(
+                "hessian",
+                f'hessian="full" stores a square matrix of every parameter: '
+                f"the last layer has {self.num_parameters}, more than "
+                f'{MAX_FULL_PARAMETERS}. Use hessian="kron" or "diag".',
+                hessian,
+            )
+
+    def accumulate(self, x, y, n, batch_size):
+        dtype = _compute_dtype()
+        dims, classes = self.theta.shape
+        weights = ops.convert_to_tensor(self.theta, dtype=dtype)
+        shape = {
+            "kron": (classes, classes),
+            "full": (dims, classes, dims, classes),
+            "diag": (dims, classes),
+        }[self.hessian]
+        if self.likelihood == "regression":
+            shape = ()  # every curvature follows from `gram`
+        state = (
+            ops.zeros((dims, dims), dtype=dtype),
+            ops.zeros(shape, dtype=dtype),
+            ops.zeros((), dtype=dtype),
+        )
+        step = _compiled_step(self.likelihood, self.hessian)
+        for start, stop, xb in _batches(x, n, batch_size):
+            phi = self.head.phi(xb, dtype)
+            state = step(
+                state, phi, weights, ops.convert_to_tensor(y[start:stop])
+            )
+        gram, curvature, total = state
+        softmax_sum = full = diag = curvature
+        self.num_examples = n
+        gram = ops.convert_to_numpy(gram).astype("float64")
+        total = float(ops.convert_to_numpy(total))
+        if self.likelihood == "regression":
+            noise = total / (n * classes)
+            if not noise > 0:
+                raise _validation.invalid(
+                    "y",
+                    "The model fits the targets exactly: the noise variance "
+                    "cannot be estimated.",
+                    _validation.summary(y),
+                )
+            self.noise_variance = noise
+            self.log_likelihood = (
+                -0.5 * n * classes * (math.log(2 * math.pi * noise) + 1)
+            )
+            # Lambda_n = I / sigma^2 for every example.
+            softmax_sum = n * np.eye(classes) / noise
+            full = np.kron(gram, np.eye(classes) / noise).reshape(
+                dims, classes, dims, classes
+            )
+            diag = np.outer(np.diag(gram), np.ones(classes)) / noise
+        else:
+            self.noise_variance = None
+            self.log_likelihood = total
+            softmax_sum = ops.convert_to_numpy(softmax_sum).astype("float64")
+            full = ops.convert_to_numpy(full).astype("float64")
+            diag = ops.convert_to_numpy(diag).astype("float64")
+        self._set_curvature(gram, softmax_sum, full, diag)
+
+    def _set_curvature(self, gram, softmax_sum, full, diag):
+        dims, classes = self.theta.shape
+        if self.hessian == "kron":
+            self.factors = (gram, softmax_sum)
+            a, self._u_a = np.linalg.eigh(gram)
+            g, self._u_g = np.linalg.eigh(softmax_sum)
+            a, g = np.maximum(a, 0), np.maximum(g, 0)
+            self._eig = np.outer(a, g) / self.num_examples
+            self.ggn = None
+        elif self.hessian == "full":
+            matrix = full.reshape(dims * classes, dims * classes)
+            self.ggn = 0.5 * (matrix + matrix.T)
+            eig, self._u = np.linalg.eigh(self.ggn)
+            self._eig = np.maximum(eig, 0)
+        else:
+            self.ggn = diag
+            self._eig = diag
+
+    # -- the posterior for a prior precision -----------------------------
+
+    def eigenvalues(self):
+        """`[(eigenvalues of the layer's GGN, ||theta||^2)]`."""
+        return [(self._eig.ravel(), float(np.sum(self.theta**2)))]
+
+    def set_precision(self, precision):
+        delta = float(np.ravel(precision)[0])
+        self._delta = delta
+        inverse = 1.0 / (self._eig + delta)
+        if self.hessian == "kron":
+            self._kron_scale = inverse  # (D', C)
+            self.variance = (self._u_a**2) @ inverse @ (self._u_g**2).T
+        elif self.hessian == "full":
+            self.covariance = (self._u * inverse) @ self._u.T
+            self.variance = np.diag(self.covariance).reshape(self.theta.shape)
+        else:
+            self.variance = inverse
+
+    def posterior_variances(self):
+        """`{variable path: (loc, variance)}` of the kernel and bias."""
+        layer = self.head.layer
+        dims = layer.kernel.shape[0]
+        result = {layer.kernel.path: (self.theta[:dims], self.variance[:dims])}
+        if self.head.use_bias:
+            result[layer.bias.path] = (self.theta[dims], self.variance[dims])
+        return {layer.name: result}
+
+    # -- predictive ------------------------------------------------------
+
+    def logits_moments(self, x, dtype, full_covariance):
+        """Mean `(n, C)` and variance `(n, C)` (or covariance
+        `(n, C, C)`) of the logits of a batch under the GLM."""
+        phi = self.head.phi(x, dtype)
+        weights = ops.convert_to_tensor(self.theta, dtype=dtype)
+        mean = _matmul(phi, weights)
+        if self.hessian == "kron":
+            u_a = ops.convert_to_tensor(self._u_a, dtype=dtype)
+            u_g = ops.convert_to_tensor(self._u_g, dtype=dtype)
+            scale = ops.convert_to_tensor(self._kron_scale, dtype=dtype)
+            s = _matmul(ops.square(_matmul(phi, u_a)), scale)
+            if full_covariance:
+                cov = _matmul(u_g[None] * s[:, None, :], ops.transpose(u_g))
+            else:
+                cov = _matmul(s, ops.transpose(ops.square(u_g)))
+        elif self.hessian == "full":
+            dims, classes = self.theta.shape
+            sigma = ops.convert_to_tensor(
+                self.covariance.reshape(dims, classes, dims, classes), dtype
+            )
+            left = ops.reshape(
+                _matmul(phi, ops.reshape(sigma, (dims, -1))),
+                (-1, classes, dims, classes),
+            )
+            cov = ops.einsum("ncfe,nf->nce", left, phi)
+            if not full_covariance:
+                cov = ops.diagonal(cov, axis1=1, axis2=2)
+        else:
+            variance = ops.convert_to_tensor(self.variance, dtype=dtype)
+            cov = _matmul(ops.square(phi), variance)
+            if full_covariance:
+                cov = cov[:, :, None] * ops.eye(
+                    self.theta.shape[1], dtype=dtype
+                )
+        return mean, cov
+
+    def sample_outputs(self, x, dtype, samples):
+        """Logits `(S, n, C)` under the weight draws `samples`."""
+        phi = self.head.phi(x, dtype)
+        samples = ops.convert_to_tensor(samples, dtype=dtype)
+        return ops.einsum("nd,sdc->snc", phi, samples)
+
+    def weight_samples(self, num_samples, rng):
+        """`num_samples` posterior draws of `W`, `(S, D', C)`."""
+        dims, classes = self.theta.shape
+        z = rng.standard_normal((num_samples, dims, classes))
+        if self.hessian == "kron":
+            noise = self._u_a @ (z * np.sqrt(self._kron_scale)) @ self._u_g.T
+        elif self.hessian == "full":
+            root = self._u * np.sqrt(1.0 / (self._eig + self._delta))
+            noise = (z.reshape(num_samples, -1) @ root.T).reshape(z.shape)
+        else:
+            noise = z * np.sqrt(self.variance)
+        return self.theta + noise
+
+
+def _log_marginal(groups, log_likelihood, precisions):
+    """Laplace log marginal likelihood for one precision per group.
+
+    `log p(D | theta) - 1/2 sum_l delta_l ||theta_l||^2
+     + 1/2 sum_l P_l log delta_l - 1/2 sum_l sum_i log(lambda_li + delta_l)`
+    (the terms `P/2 log 2 pi` of the prior and the posterior cancel).
+    """
+    total = log_likelihood
+    for (eig, norm), delta in zip(groups, precisions):
+        total += 0.5 * (
+            eig.size * math.log(delta)
+            - np.sum(np.log(eig + delta))
+            - delta * norm
+        )
+    return float(total)
+
+
+def _maximise(groups):
+    """The precision maximising `_log_marginal` for the pooled `groups`.
+
+    Its derivative in `delta` is `(sum_i lambda_i / (lambda_i + delta) -
+    delta ||theta||^2) / (2 delta)`: the bracket falls strictly in
+    `delta`, so the maximum is its one root (MacKay's `delta = gamma /
+    ||theta||^2`), found by bisection in `log delta`.
+    """
+    eig = np.concatenate([g[0] for g in groups])
+    norm = sum(g[1] for g in groups)
+
+    def slope(log_delta):
+        delta = math.exp(log_delta)
+        return float(np.sum(eig / (eig + delta))) - delta * norm
+
+    low, high = math.log(1e-12), math.log(1e12)
+    if slope(low) <= 0:
+        return math.exp(low)
+    if slope(high) >= 0:
+        return math.exp(high)
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if slope(middle) > 0:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-14:
+            break
+    return math.exp(0.5 * (low + high))
+
+
+class Laplace:
+    """A fitted Laplace approximation (made by `kb.laplace.fit`).
+
+    Attributes:
+        prior_precision: the prior precision in use (a float, or one per
+            layer as a NumPy array with `prior_structure="layerwise"`).
+            Setting it updates the posterior.
+        likelihood, subset, hessian: as given to `fit`.
+        num_examples: `N`, the training examples.
+        noise_variance: regression only: the fitted `sigma^2` (None for
+            classification).
+        log_likelihood: `log p(D | theta_MAP)`.
+        kron_factors: `hessian="kron"`: `(A, G)`, float64 arrays, with the
+            GGN approximated by `A (x) G / N`.
+        ggn: `hessian="full"`: the `(P, P)` GGN; `"diag"`: its diagonal,
+            shaped like the weights (`(D', C)` for the last layer: the
+            kernel's rows, then the bias).
+        model: the trained model (the MAP), unchanged.
+    """
+
+    def __init__(
+        self, curvature, likelihood, subset, hessian, structure, batch_size
+    ):
+        self._curvature = curvature
+        self.likelihood = likelihood
+        self.subset = subset
+        self.hessian = hessian
+        self.prior_structure = structure
+        self.batch_size = batch_size
+        self.model = curvature.head.model
+        self.num_examples = curvature.num_examples
+        self.noise_variance = curvature.noise_variance
+        self.log_likelihood = curvature.log_likelihood
+        self.kron_factors = getattr(curvature, "factors", None)
+        self.ggn = getattr(curvature, "ggn", None)
+        self._precision = None
+
+    @property
+    def prior_precision(self):
+        return self._precision
+
+    @prior_precision.setter
+    def prior_precision(self, value):
+        self._precision = self._check_precision(value)
+        self._curvature.set_precision(self._precision)
+
+    def _check_precision(self, value):
+        groups = self._curvature.num_groups
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return _validation.number(value, "prior_precision", 0, strict=True)
+        array = _prior_precision(value)
+        if isinstance(array, str) or array.size != groups:
+            raise _validation.invalid(
+                "prior_precision",
+                f"Expected a finite, strictly positive number or {groups} "
+                "of them (one per layer).",
+                _validation.summary(value),
+            )
+        return array
+
+    def _precisions(self, value):
+        groups = self._curvature.num_groups
+        return np.broadcast_to(np.asarray(value, "float64"), (groups,))
+
+    def log_marginal_likelihood(self, prior_precision=None):
+        """The Laplace log marginal likelihood `log p(D)`.
+
+        `log p(D | theta) - 1/2 delta ||theta||^2 + 1/2 P log delta
+        - 1/2 log det(H + delta I)`, with `H` the GGN (its Kronecker
+        approximation with `hessian="kron"`: the eigenvalues of
+        `A (x) G / N + delta I` are `a_i g_j / N + delta`, exact for any
+        `delta`); per layer, a sum of such terms.
+
+        Args:
+            prior_precision: the precision (or one per layer); None for
+                `self.prior_precision`.
+        """
+        if prior_precision is None:
+            prior_precision = self._precision
+        else:
+            prior_precision = self._check_precision(prior_precision)
+        return _log_marginal(
+            self._curvature.eigenvalues(),
+            self.log_likelihood,
+            self._precisions(prior_precision),
+        )
+
+    def optimal_prior_precision(self):
+        """The prior precision maximising `log_marginal_likelihood`: one
+        number, or one per layer with `prior_structure="layerwise"`."""
+        groups = self._curvature.eigenvalues()
+        if self.prior_structure == "scalar" or len(groups) == 1:
+            return _maximise(groups)
+        return np.array([_maximise([group]) for group in groups])
+
+    def _gridsearch(self, x_val, y_val):
+        scores = []
+        for delta in GRID:
+            self.prior_precision = delta
+            scores.append(self._nll(x_val, y_val))
+        return GRID[int(np.nanargmin(scores))]
+
+    def _nll(self, x, y):
+        if self.likelihood == "classification":
+            probs = self.predict(x)
+            picked = probs[np.arange(len(y)), y]
+            return float(-np.mean(np.log(np.maximum(picked, 1e-300))))
+        mean, variance = self.predict(x)
+        return float(
+            np.mean(
+                0.5 * np.log(2 * math.pi * variance)
+                + 0.5 * (y - mean) ** 2 / variance
+            )
+        )
+
+    def posterior_variances(self):
+        """`{layer name: {variable path: (loc, variance)}}`: the posterior
+        mean (the trained weights) and the exact marginal variances of
+        every weight covered, NumPy float64 arrays shaped like the
+        weights."""
+        return self._curvature.posterior_variances()
+
+    def predict(
+        self, x, link=None, num_samples=None, seed=None, batch_size=None
+    ):
+        """The posterior predictive.
+
+        Classification returns class probabilities `(N, classes)`:
+
+        - `link=None` or `"probit"` (no `num_samples`): the GLM predictive
+          (the logits linearised at the MAP: mean `f(x)`, covariance
+          `J Sigma J^T`) with the probit approximation
+          `softmax(f / sqrt(1 + pi/8 var))`, closed form, no sampling.
+        - `link="mc"`: the same Gaussian over the logits, averaged over
+          `num_samples` draws (default 100) of the softmax.
+        - `num_samples=S` with `link=None`: Monte Carlo over weights: `S`
+          posterior weight draws, each run through the network, the
+          softmax averaged.
+
+        Regression returns `(mean, variance)`, each `(N, outputs)`: the
+        predictive of the target, `variance` including the fitted noise
+        `sigma^2` (`self.noise_variance`). `link="probit"` and
+        `link="mc"` both give the GLM's closed form; `num_samples=S`
+        the moments of `S` weight draws plus `sigma^2`.
+
+        Args:
+            x: inputs: an array, or a list or dict of arrays.
+            link: None, `"probit"` or `"mc"`.
+            num_samples: number of Monte Carlo draws (see above).
+            seed: int seed of the draws (NumPy), or None.
+            batch_size: examples per batch. Defaults to `fit`'s.
+        """
+        if link is not None:
+            link = _choice(link, "link", LINKS)
+            if link == "probit" and num_samples is not None:
+                raise _validation.invalid(
+                    "num_samples",
+                    'link="probit" is closed form: expected None (use '
+                    'link="mc" to sample the logits, or link=None to sample '
+                    "the weights).",
+                    num_samples,
+                )
+        if num_samples is not None:
+            num_samples = _validation.positive_int(num_samples, "num_samples")
+        seed = _validation.seed(seed)
+        batch_size = (
+            self.batch_size
+            if batch_size is None
+            else _validation.positive_int(batch_size, "batch_size")
+        )
+        n = _num_examples(x)
+        rng = np.random.default_rng(seed)
+        dtype = _compute_dtype()
+        if link is None and num_samples is None:
+            link = "probit"
+        if link == "mc" and num_samples is None:
+            num_samples = DEFAULT_LINK_SAMPLES
+        samples = None
+        if link is None:
+            samples = self._curvature.weight_samples(num_samples, rng)
+        results = [
+            self._predict_batch(xb, link, num_samples, samples, rng, dtype)
+            for _, _, xb in _batches(x, n, batch_size)
+        ]
+        if self.likelihood == "regression":
+            return tuple(
+                np.concatenate([r[i] for r in results]) for i in (0, 1)
+            )
+        return np.concatenate(results)
+
+    def _predict_batch(self, xb, link, num_samples, samples, rng, dtype):
+        curvature = self._curvature
+        regression = self.likelihood == "regression"
+        if link is None:  # Monte Carlo over weights
+            outputs = curvature.sample_outputs(xb, dtype, samples)
+            if regression:
+                mean = ops.mean(outputs, axis=0)
+                variance = ops.var(outputs, axis=0) + self.noise_variance
+                return _numpy(mean), _numpy(variance)
+            return _numpy(ops.mean(ops.softmax(outputs, axis=-1), axis=0))
+        full = link == "mc" and not regression
+        mean, cov = curvature.logits_moments(xb, dtype, full)
+        if regression:
+            return _numpy(mean), _numpy(cov + self.noise_variance)
+        if link == "probit":
+            scaled = mean / ops.sqrt(1.0 + math.pi / 8.0 * cov)
+            return _numpy(ops.softmax(scaled, axis=-1))
+        mean, cov = _numpy(mean), _numpy(cov)
+        # Cholesky of each example's logit covariance (jittered: a softmax
+        # GGN is singular along the all-ones direction).
+        classes = cov.shape[-1]
+        jitter = 1e-10 * (np.trace(cov, axis1=1, axis2=2)[:, None, None] + 1)
+        root = np.linalg.cholesky(cov + jitter * np.eye(classes))
+        z = rng.standard_normal((num_samples,) + mean.shape)
+        logits = mean + np.einsum("nce,sne->snc", root, z)
+        logits -= logits.max(axis=-1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        return probs.mean(axis=0)
+
+    def to_bayesian_model(
+        self, covariance=None, estimator="reparameterization"
+    ):
+        """A new model holding this posterior in keras-bayes layers.
+
+        The covered layers (the last `Dense`, or every convertible layer
+        with `subset="all"`) become keras-bayes layers through
+        `kb.to_bayesian(..., layers=[...])`, with `MeanFieldNormal`
+        posteriors for the kernels and the biases: mean the trained
+        weights, standard deviation the square root of the Laplace
+        marginal variances (set through `PosteriorWeight.assign`). Their
+        priors are the Laplace prior `N(0, 1 / sqrt(delta))` (per layer
+        with layerwise precisions) and their `kl_weight` is `1 / N`, so
+        that fine-tuning minimises the per-example negative ELBO. The
+        layers sample in every call (`posterior_value="sample"`):
+        `kb.uncertainty.mc_predict` draws from the posterior, and
+        `kb.set_posterior_value(model, "mean")` gives back the trained
+        model's outputs. The trained model is not changed.
+
+        A mean-field posterior holds no correlations: with `hessian="kron"`
+        or `"full"`, pass `covariance="diagonal"` to keep the exact
+        marginal variances of the posterior and drop its correlations
+        (otherwise a `ValueError` says so). The Monte Carlo predictive of
+        the new model then differs from `predict(x, num_samples=S)`,
+        which samples the correlated posterior.
+
+        Args:
+            covariance: None, or `"diagonal"` (needed for `"kron"` and
+                `"full"`).
+            estimator: `"reparameterization"` (default) or `"flipout"`.
+
+        Returns:
+            A new Keras model (Sequential or Functional, as `model`).
+        """
+        from keras_bayes import _laplace_model
+
+        return _laplace_model.to_bayesian_model(self, covariance, estimator)
+
+
+def _matmul(a, b):
+    """`a @ b` for a 2-D `b`, keeping float64 (`keras.ops.matmul` on
+    PyTorch returns float32 for float64 inputs)."""
+    return ops.einsum("...ij,jk->...ik", a, b)
+
+
+def _compile(function):
+    """`function` compiled where the backend compiles (`jax.jit`,
+    `tf.function`); as is on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
+
+
+def _numpy(tensor):
+    return ops.convert_to_numpy(tensor).astype("float64")
