@@ -143,7 +143,9 @@ def _step(layer, x, training):
         return lambda: [t.numpy() for t in tf.nest.flatten(step())]
     import torch
 
-    x = torch.tensor(x, requires_grad=True)
+    # On the layer's device (Keras places tensors on the GPU when there is
+    # one).
+    x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
 
     def step():
         layer.zero_grad()

@@ -7,10 +7,13 @@ Trains a small CNN twice on the 8x8 digits of `sklearn.datasets.load_digits`
 2. the Bayesian CNN, by the recipe of `docs/quality.md`: `kb.to_bayesian`
    turns the trained twin into Flipout layers (MOPED: posterior means at
    the trained weights, scales 0.1 |w|), with the KL tempered to
-   `kl_weight = 0.1 / N`, and `model.fit` fine-tunes it briefly.
+   `kl_weight = 0.1 / N`, and `model.fit` fine-tunes it briefly;
+3. last-layer Laplace on the trained twin (`kb.laplace.fit`, no
+   retraining, every setting fitted from the data: docs/laplace.md),
+   predicting with the probit approximation.
 
 It then predicts with Monte Carlo samples of the weights and prints, for
-both models side by side:
+the three side by side:
 
 - accuracy and negative log-likelihood (NLL) on held-out digits;
 - the expected calibration error (ECE);
@@ -144,14 +147,20 @@ def summarize(digit_samples, noise_samples, labels):
     return results
 
 
-def _print_table(bayesian, twin, num_samples):
+def _print_table(bayesian, twin, laplace, num_samples):
     def row(label, key, digits=4):
         if key not in bayesian:
             return
-        twin_value = f"{twin[key]:.{digits}f}" if key in twin else "-"
-        print(f"  {label:<28}{bayesian[key]:.{digits}f}    {twin_value:>6}")
+        cells = [
+            f"{column[key]:.{digits}f}" if key in column else "-"
+            for column in (twin, laplace)
+        ]
+        print(
+            f"  {label:<28}{bayesian[key]:.{digits}f}    {cells[0]:>6}"
+            f"  {cells[1]:>7}"
+        )
 
-    print(f"\n{'':30}Bayesian  twin")
+    print(f"\n{'':30}Bayesian  twin    Laplace")
     print(f"held-out digits ({num_samples} weight samples for Bayesian):")
     row("test accuracy", "accuracy")
     row("test NLL (nats)", "nll")
@@ -200,7 +209,8 @@ def main(
         over images, in nats), `auroc_noise` (noise vs digits by
         entropy); the twin's `twin_accuracy`, `twin_nll`, `twin_ece`,
         `twin_entropy_digits`, `twin_entropy_noise`, `twin_auroc_noise`;
-        and `num_train`, `num_test`.
+        the same with `laplace_` for last-layer Laplace, and its fitted
+        `laplace_prior_precision`; and `num_train`, `num_test`.
     """
     start = time.monotonic()
     keras.utils.set_random_seed(seed)
@@ -245,10 +255,21 @@ def main(
             for x in (x_test, noise)
         ]
 
+    print(
+        "\n3. last-layer Laplace on the twin: kb.laplace.fit(twin, x, y), "
+        "no retraining, prior precision by marginal likelihood"
+    )
+    laplace = kb.laplace.fit(twin, x_train, y_train)
+    laplace_results = summarize(
+        *(laplace.predict(x, link="probit")[None] for x in (x_test, noise)),
+        y_test,
+    )
     results = summarize(*predictions(bayesian, num_samples), y_test)
     twin_results = summarize(*predictions(twin, 1), y_test)
-    _print_table(results, twin_results, num_samples)
+    _print_table(results, twin_results, laplace_results, num_samples)
     results.update({f"twin_{k}": v for k, v in twin_results.items()})
+    results.update({f"laplace_{k}": v for k, v in laplace_results.items()})
+    results["laplace_prior_precision"] = float(laplace.prior_precision)
     results.update(num_train=num_train, num_test=len(x_test))
     print(f"done in {time.monotonic() - start:.0f} s")
     return results

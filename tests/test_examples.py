@@ -51,7 +51,12 @@ def test_digits_demo_runs_at_tiny_settings(digits, capsys):
         information = results[f"mutual_information_{images}"]
         assert 0.0 <= entropy <= LOG_10 + 1e-9
         assert 0.0 <= information <= entropy + 1e-9
+    # Laplace keeps the twin's network: its probit predictive moves an
+    # argmax only where the logits nearly tie.
+    assert results["laplace_prior_precision"] > 0.0
+    assert abs(results["laplace_accuracy"] - results["twin_accuracy"]) <= 0.02
     out = capsys.readouterr().out
+    assert "Bayesian  twin    Laplace" in out
     assert f"test accuracy               {results['accuracy']:.4f}" in out
     assert "random-noise images" in out
 

@@ -162,7 +162,7 @@ def test_stateless_call_of_a_layer_leaves_no_call_context_open():
     # alone opens and closes Keras' call context: a context left open made
     # every later call add its KL to the earlier ones'.
     layer = kb.layers.DenseFlipout(2)
-    x = np.ones((3, 4), "float32")
+    x = ops.ones((3, 4), "float32")
     layer.build(x.shape)
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
