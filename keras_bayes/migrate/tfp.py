@@ -188,12 +188,11 @@ def load_tfp_weights(model, filepath):
     Example:
 
     ```python
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        kb.layers.Conv2DFlipout(8, 3, activation="relu"),
-        keras.layers.Flatten(),
-        kb.layers.DenseFlipout(10),
-    ])
+    inputs = keras.Input((28, 28, 1))
+    x = kb.layers.Conv2DFlipout(8, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)  # moving statistics load too
+    outputs = kb.layers.DenseFlipout(10)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
     kb.migrate.load_tfp_weights(model, "tfp_weights.h5")
     ```
     """
