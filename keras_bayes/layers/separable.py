@@ -120,14 +120,10 @@ class VariationalSeparableConv(SeparableGeometry, KernelLayer):
         return self.add_bias(pointwise, outputs, params, draws)
 
 
-REPARAMETERIZATION_DOC = (
-    "{rank}D separable convolution with weight posteriors, "
-    "reparameterization\n    estimator: one draw of each kernel per call, "
-    "shared by the batch.\n"
-)
-FLIPOUT_DOC = (
-    "{rank}D separable convolution with weight posteriors, Flipout "
-    "estimator:\n    signs per example and channel at each stage.\n"
+REPARAMETERIZATION_DOC, FLIPOUT_DOC = _docs.estimator_summaries(
+    "{rank}D separable convolution with weight posteriors",
+    "Each stage (depthwise, then pointwise) is `map(x, loc) + s_out * "
+    "map(x * s_in, scale * eps)`",
 )
 
 
