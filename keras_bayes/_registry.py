@@ -47,13 +47,19 @@ class Registry:
         return sorted(self.classes)
 
     def get(self, identifier):
-        """Resolve an object, a name, a serialized config (or None)."""
+        """Resolve an object, a name, a serialized config (or None).
+
+        A config that rebuilds an object of another family (a prior's
+        config given for a posterior) is refused like an unknown name.
+        """
         if isinstance(identifier, self.base):
             return identifier
         if identifier is None and self.allow_none:
             return None
         if isinstance(identifier, dict):
-            return keras.saving.deserialize_keras_object(identifier)
+            rebuilt = keras.saving.deserialize_keras_object(identifier)
+            if isinstance(rebuilt, self.base):
+                return rebuilt
         if isinstance(identifier, str):
             key = identifier.lower()
             if key in self.classes:

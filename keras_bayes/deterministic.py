@@ -21,26 +21,21 @@ again, with plain layers at the posterior means, and a `MembersInBatch`
 (a rank-1 ensemble made by `to_bayesian`) wraps the batched layer.
 """
 
+import dataclasses
 import inspect
 
 import keras
 import numpy as np
 
 from keras_bayes import _validation
-from keras_bayes.conversion import graph
+from keras_bayes.conversion import graph, table
 from keras_bayes.conversion.blocks import ConvertedBlock
 from keras_bayes.layers import batched as batched_layers
-from keras_bayes.layers.maps import (
-    ConvMap,
-    ConvTransposeMap,
-    DenseMap,
-    DepthwiseMap,
-)
+from keras_bayes.layers.maps import ConvTransposeMap
 from keras_bayes.layers.members_in_batch import MembersInBatch
 from keras_bayes.layers.rank1 import Rank1Layer
 from keras_bayes.layers.separable import SeparableGeometry
-from keras_bayes.layers.variational import VariationalLayer
-from keras_bayes.workflows import bayesian_layers
+from keras_bayes.workflows import bayesian_layers, is_bayesian
 
 
 def to_deterministic(model):
@@ -77,40 +72,55 @@ def to_deterministic(model):
         raise _validation.invalid(
             "model", "Expected a built Sequential or Functional model.", model
         )
-    copier = _Copier()
-    new_model = keras.models.clone_model(model, clone_function=copier)
+    copier = Copier()
+    new_model = copier.clone(model)
     copier.set_weights()
     return new_model
 
 
-class _Copier:
-    """The clone function of `to_deterministic`, and the weights to set."""
+@dataclasses.dataclass
+class Means:
+    """The posterior means a plain copy of a Bayesian layer takes.
+
+    Attributes:
+        original: the Bayesian layer.
+        copy: the plain layer.
+        values: `{attribute of the copy: NumPy value}`.
+    """
+
+    original: object
+    copy: object
+    values: dict
+
+
+class Copier(graph.GraphWalker):
+    """The cloning rule of `to_deterministic`, and the weights to set.
+
+    A Bayesian layer becomes its plain counterpart (`table.RULES`), a
+    `MembersInBatch` wraps the plain counterpart of its layer, and a
+    `ConvertedBlock` becomes its block with plain layers; every other layer
+    is copied (refused if it holds Bayesian layers that its config would
+    make again).
+    """
+
+    caller = "to_deterministic"
 
     def __init__(self):
-        self.returned = {}  # id(original) -> its copy
-        self.copies = []  # graph.copy_plain_weights' (original, copy, which)
-        self.means = []  # (copy, {attribute: value}), one per Bayesian layer
+        super().__init__()
+        self.means = []  # Means records, one or two per Bayesian layer
 
-    def __call__(self, layer):
-        if id(layer) in self.returned:
-            return self.returned[id(layer)]
-        if not isinstance(layer, keras.layers.Layer):
-            new = graph.copy_operation(layer)
-        elif graph.is_model(layer):
-            new = keras.models.clone_model(layer, clone_function=self)
-            self.copies.append((layer, new, "own"))
-        elif isinstance(layer, VariationalLayer):
-            new = self._plain(layer)
-        elif isinstance(layer, ConvertedBlock):
-            new = self._unwrap(layer)
-        elif isinstance(layer, MembersInBatch):
-            new = MembersInBatch(self._plain(layer.layer), name=layer.name)
-        else:
-            _check_holds_none(layer)
-            new = graph.copy_layer(layer)
-            self.copies.append((layer, new, "all"))
-        self.returned[id(layer)] = new
-        return new
+    def replace(self, layer):
+        if is_bayesian(layer):
+            return self._plain(layer)
+        if isinstance(layer, MembersInBatch):
+            return MembersInBatch(self._plain(layer.layer), name=layer.name)
+        if isinstance(layer, ConvertedBlock):
+            return self._unwrap(layer)
+        return None
+
+    def copy(self, layer):
+        _check_holds_none(layer)
+        return super().copy(layer)
 
     def _plain(self, layer):
         means = _mean_values(layer)
@@ -118,12 +128,12 @@ class _Copier:
             return self._batched_separable(layer, means)
         cls = _target_class(layer)
         new = cls(**_arguments(layer, cls))
-        self.means.append((layer, new, means))
+        self.means.append(Means(layer, new, means))
         return new
 
     def _batched_separable(self, layer, means):
-        depthwise_cls = _batched("DepthwiseConv", layer.rank)
-        pointwise_cls = _batched("Conv", layer.rank)
+        depthwise_cls = _batched(f"DepthwiseConv{layer.rank}D")
+        pointwise_cls = _batched(f"Conv{layer.rank}D")
         depthwise = depthwise_cls(
             **_arguments(
                 layer,
@@ -145,23 +155,23 @@ class _Copier:
             )
         )
         self.means.append(
-            (layer, depthwise, {"kernel": means["depthwise_kernel"]})
+            Means(layer, depthwise, {"kernel": means["depthwise_kernel"]})
         )
         pointwise_means = {"kernel": means["pointwise_kernel"]}
         if "bias" in means:
             pointwise_means["bias"] = means["bias"]
-        self.means.append((layer, pointwise, pointwise_means))
+        self.means.append(Means(layer, pointwise, pointwise_means))
         return keras.Sequential([depthwise, pointwise], name=layer.name)
 
     def _unwrap(self, wrapper):
         block = wrapper.layer
-        copy = graph.copy_layer(block)
+        copy = graph.copy_layer(block, self.caller)
         inner = block._flatten_layers(include_self=False)
         copied = copy._flatten_layers(include_self=False)
-        self.copies.append((block, copy, "own"))
+        self.record(block, copy, "own")
         for old, new in zip(inner, copied, strict=True):
-            if not isinstance(old, VariationalLayer):
-                self.copies.append((old, new, "own"))
+            if not is_bayesian(old):
+                self.record(old, new, "own")
                 continue
             expected = _target_class(old)
             if type(new) is not expected:
@@ -171,20 +181,20 @@ class _Copier:
                     f"{type(new).__name__} where a {expected.__name__} "
                     "is needed."
                 )
-            self.means.append((old, new, _mean_values(old)))
+            self.means.append(Means(old, new, _mean_values(old)))
         return copy
 
     def set_weights(self):
         """Once the copy is built: plain weights, then the means."""
-        graph.copy_plain_weights(self.copies, "to_deterministic")
-        for original, new, values in self.means:
-            for attribute, value in values.items():
-                variable = getattr(new, attribute)
+        self.copy_plain_weights()
+        for record in self.means:
+            for attribute, value in record.values.items():
+                variable = getattr(record.copy, attribute)
                 if tuple(variable.shape) != value.shape:
                     raise ValueError(
                         f"to_deterministic cannot set '{attribute}' of "
-                        f"layer '{original.name}': shape {value.shape}, "
-                        f"expected {tuple(variable.shape)}."
+                        f"layer '{record.original.name}': shape "
+                        f"{value.shape}, expected {tuple(variable.shape)}."
                     )
                 variable.assign(value)
 
@@ -202,42 +212,34 @@ def _check_holds_none(layer):
         )
 
 
-def _kind(layer):
-    """`(kind, rank)`: the Keras class name stem of a Bayesian layer."""
-    if isinstance(layer, SeparableGeometry):
-        return "SeparableConv", layer.rank
-    linear_map = layer._map
-    if isinstance(linear_map, ConvTransposeMap):
-        return "ConvTranspose", linear_map.rank
-    if isinstance(linear_map, DepthwiseMap):
-        return "DepthwiseConv", linear_map.rank
-    if isinstance(linear_map, ConvMap):
-        return "Conv", linear_map.rank
-    if isinstance(linear_map, DenseMap):
-        return "Dense", None
-    raise ValueError(
-        f"to_deterministic has no plain layer for layer '{layer.name}' "
-        f"({type(layer).__name__})."
-    )
+def _rule(layer):
+    rule = table.rule_of_bayesian(layer)
+    if rule is None:
+        raise ValueError(
+            f"to_deterministic has no plain layer for layer '{layer.name}' "
+            f"({type(layer).__name__})."
+        )
+    return rule
 
 
-def _class_name(kind, rank):
-    if rank is None:
-        return kind
-    if kind == "ConvTranspose":
-        return f"Conv{rank}DTranspose"
-    return f"{kind}{rank}D"
-
-
-def _batched(kind, rank):
-    return getattr(batched_layers, "Batched" + _class_name(kind, rank))
+def _batched(name):
+    return getattr(batched_layers, "Batched" + name)
 
 
 def _target_class(layer):
-    kind, rank = _kind(layer)
-    if layer.batch_shape:
-        return _batched(kind, rank)
-    return getattr(keras.layers, _class_name(kind, rank))
+    """The plain class computing `layer`'s mean mode: the Keras class, or
+    with members the batched one."""
+    rule = _rule(layer)
+    if not layer.batch_shape:
+        return rule.keras_class
+    cls = rule.batched_class()
+    if cls is None:
+        raise ValueError(
+            f"to_deterministic has no plain layer for layer '{layer.name}' "
+            f"({type(layer).__name__}) with members: keras_bayes.layers "
+            f"has no Batched{rule.stem}."
+        )
+    return cls
 
 
 def _arguments(layer, cls, **overrides):
@@ -255,24 +257,20 @@ def _arguments(layer, cls, **overrides):
     return arguments
 
 
-def _numpy(variable):
-    return np.asarray(keras.ops.convert_to_numpy(variable.value))
-
-
 def _mean_values(layer):
     """`{Keras attribute: value}` of the plain layer computing `layer`'s
     mean mode."""
     if isinstance(layer, Rank1Layer):
         values = {"kernel": _folded_kernel(layer)}
         if layer.use_bias:
-            values["bias"] = _numpy(layer.bias)
+            values["bias"] = graph.numpy(layer.bias)
         return values
     return {weight.name: weight.mean() for weight in layer.posterior_weights}
 
 
 def _folded_kernel(layer):
     """Each member's kernel with the rank-1 factors' means folded in."""
-    kernel = _numpy(layer.kernel)
+    kernel = graph.numpy(layer.kernel)
     means = {w.name: w.mean() for w in layer.posterior_weights}
     alpha, gamma = means["alpha"], means["gamma"]  # batch_shape + (C,)
     members = alpha.shape[:-1]

@@ -3,28 +3,37 @@
 Under JAX's `keras.distribution.ModelParallel`, a `LayoutMap` gives each
 variable a layout by its path (`"block/query/kernel"`): an exact key, or
 else the one key that, read as a regular expression, matches the whole
-path. A Bayesian layer's weight `kernel` is held as `kernel_loc` and
-`kernel_untransformed_scale`, so a map written for plain layers (e.g. a
-keras-hub backbone's `get_layout_map`) matches neither and leaves the
-posterior replicated. `posterior_layout_map` extends such a map to them.
+path. A Bayesian layer's weight `kernel` is held as `kernel_loc` and the
+scale variable of its posterior family, so a map written for plain layers
+(e.g. a keras-hub backbone's `get_layout_map`) matches neither and leaves
+the posterior replicated. `posterior_layout_map` extends such a map to them.
 """
 
 import keras
 
-from keras_bayes import _validation
+from keras_bayes import _validation, posteriors
 
-# The variables of a weight `w` with a posterior: `w_loc`, and
-# `w_untransformed_scale` for a stochastic family.
-POSTERIOR_SUFFIXES = ("loc", "untransformed_scale")
+
+def _posterior_suffixes():
+    """The suffixes of a weight's posterior variables (`w_loc`, ...), in
+    every family known by name."""
+    return sorted(
+        {
+            suffix
+            for name in posteriors.names()
+            for suffix, _ in posteriors.get(name).variables
+        }
+    )
 
 
 def posterior_layout_map(layout_map):
     """A copy of `layout_map` that also lays out the weights' posteriors.
 
     Each key `K` becomes a pattern matching what `K` matched and the same
-    paths followed by `_loc` or `_untransformed_scale`, with the same
-    layout: the posterior mean and scale of a weight are sharded as the
-    plain weight would be. Paths that `K` matched keep their layout.
+    paths followed by the suffix of a posterior variable (`_loc`, and
+    the scale's of a stochastic family), with the same layout: the
+    posterior mean and scale of a weight are sharded as the plain weight
+    would be. Paths that `K` matched keep their layout.
 
     Args:
         layout_map: a `keras.distribution.LayoutMap`.
@@ -52,7 +61,7 @@ def posterior_layout_map(layout_map):
             "Expected a `keras.distribution.LayoutMap`.",
             layout_map,
         )
-    suffixes = "|".join(f"_{suffix}" for suffix in POSTERIOR_SUFFIXES)
+    suffixes = "|".join(f"_{suffix}" for suffix in _posterior_suffixes())
     extended = keras.distribution.LayoutMap(layout_map.device_mesh)
     for key, layout in layout_map.items():
         extended[f"(?:{key})(?:{suffixes})?"] = tuple(layout.axes)

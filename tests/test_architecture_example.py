@@ -73,3 +73,23 @@ def test_posterior_family_example():
         layer.kernel_posterior,
         keras.saving.get_registered_object("keras_bayes>LogVarianceNormal"),
     )
+
+
+def test_posterior_family_example_is_reached_through_values():
+    family = _run("posterior family")["LogVarianceNormal"]
+    layer = kb.layers.DenseFlipout(2, kernel_posterior=family())
+    layer(np.zeros((1, 3), "float32"))
+    weight = layer.posterior_weight("kernel")
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(3, 2))
+    scale = rng.uniform(0.1, 2.0, size=(3, 2))
+    weight.assign(loc, scale)
+    # Stored as the log-variance, read back as the scale.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.kernel_log_variance),
+        2 * np.log(scale),
+        rtol=1e-5,
+    )
+    got_loc, got_scale = weight.moments()
+    np.testing.assert_allclose(got_loc, loc, rtol=1e-6)
+    np.testing.assert_allclose(got_scale, scale, rtol=1e-5)

@@ -455,6 +455,51 @@ def test_unreachable_layers_are_named_in_one_warning():
     checks.assert_mean_mode_equal(model, converted, _inputs((2, 4, 4, 3)))
 
 
+class ConfigWithABug(keras.layers.Layer):
+    """A weightless layer whose `get_config` fails with a bug."""
+
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        raise RuntimeError("a bug in get_config")
+
+
+class ConfigWithoutArguments(keras.layers.Layer):
+    """A weightless layer that its config cannot rebuild."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return super().get_config()  # without `scale`
+
+
+def test_only_a_layer_that_cannot_be_rebuilt_is_shared():
+    # A weightless layer whose config cannot rebuild it is shared (it has
+    # no state); any other error is a bug and is raised, not hidden.
+    inputs = keras.Input((3,))
+    x = ConfigWithoutArguments(2.0, name="scaled")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    converted = kb.to_bayesian(model)
+    assert converted.get_layer("scaled") is model.get_layer("scaled")
+    checks.assert_mean_mode_equal(model, converted, _inputs((2, 3)))
+
+    outputs = keras.layers.Dense(2)(ConfigWithABug(name="buggy")(inputs))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(RuntimeError, match="a bug in get_config"):
+        kb.to_bayesian(model)
+    bayesian = keras.Model(inputs, kb.layers.DenseFlipout(2)(inputs))
+    bayesian = keras.Model(inputs, ConfigWithABug()(bayesian(inputs)))
+    with pytest.raises(RuntimeError, match="a bug in get_config"):
+        kb.to_deterministic(bayesian)
+
+
 DEPTHWISE_CASES = {
     "depthwise1d": (
         (9, 3),

@@ -360,3 +360,33 @@ def test_unbuilt_sequential_is_refused():
         ValueError, match="Expected a built Sequential or Functional model"
     ):
         kb.to_deterministic(keras.Sequential([L.DenseFlipout(2)]))
+
+
+class ForgetsItsUnits(keras.layers.Layer):
+    """A layer with a weight whose config cannot rebuild it."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units))
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+    def get_config(self):
+        return super().get_config()  # without `units`
+
+
+def test_errors_name_to_deterministic():
+    inputs = keras.Input((3,))
+    x = L.DenseFlipout(2)(inputs)
+    outputs = ForgetsItsUnits(2, name="forgetful")(x)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError) as error:
+        kb.to_deterministic(model)
+    assert str(error.value).startswith(
+        "to_deterministic cannot copy layer 'forgetful' (ForgetsItsUnits) "
+        "from its config: TypeError: "
+    ), error.value

@@ -415,6 +415,30 @@ def test_a_posterior_as_a_prior_is_rejected_by_the_layer():
     assert "Received: kernel_prior=Deterministic(initializer=" in message
 
 
+def test_a_config_of_the_other_family_is_rejected_by_name():
+    # A prior's config given as a posterior rebuilds a prior: the same
+    # clear error as an unknown name, naming the argument, not a failure
+    # at build time.
+    config = kb.priors.serialize(kb.priors.Normal())
+    with pytest.raises(ValueError) as info:
+        kb.posteriors.get(config)
+    assert str(info.value).startswith("Unknown posterior: {"), info.value
+    with pytest.raises(ValueError) as info:
+        kb.layers.DenseFlipout(2, kernel_posterior=config)
+    message = str(info.value)
+    assert message.startswith(
+        "Invalid value for argument `kernel_posterior`. Expected a "
+        f"`keras_bayes.posteriors` object or one of the names "
+        f"{POSTERIOR_NAMES}."
+    ), message
+    assert "Received: kernel_posterior={" in message, message
+    posterior = kb.posteriors.serialize(kb.posteriors.MeanFieldNormal())
+    with pytest.raises(
+        ValueError, match="Invalid value for argument `bias_prior`"
+    ):
+        kb.layers.DenseFlipout(2, bias_prior=posterior)
+
+
 # -- inputs ----------------------------------------------------------------
 
 

@@ -244,6 +244,27 @@ def test_plain_layer_for_bayesian_one_is_refused(tfp_models):
     )
 
 
+def test_separable_layer_counts_as_bayesian(tfp_models):
+    # A Bayesian layer whose weights are not `kernel` / `bias` (here the
+    # depthwise and pointwise kernels) is Bayesian too: the refusal lists
+    # its posterior variables instead of calling it a plain layer.
+    model = keras.Sequential(
+        [
+            keras.Input((5, 1)),
+            kb.layers.SeparableConv1DFlipout(3, 1, name="separable"),
+        ]
+    )
+    assert_load_refused(
+        kb.migrate.load_tfp_weights,
+        model,
+        tfp_models / "custom_divergence" / "model.keras",
+        "layer 'separable' (SeparableConv1DFlipout) has ['bias_loc', "
+        "'depthwise_kernel_loc', 'depthwise_kernel_untransformed_scale', "
+        "'pointwise_kernel_loc', 'pointwise_kernel_untransformed_scale']; "
+        "the file's layer",
+    )
+
+
 def test_bias_posterior_must_match(tfp_models):
     model = conv2d(bias_posterior="deterministic")
     assert_load_refused(

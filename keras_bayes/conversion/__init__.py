@@ -2,4 +2,3 @@
 
 from keras_bayes.conversion.blocks import ConvertedBlock
 from keras_bayes.conversion.convert import to_bayesian
-from keras_bayes.conversion.graph import moped_untransformed_scale

@@ -17,7 +17,7 @@ def candidates(model):
     return [
         layer
         for layer in model._flatten_layers(include_self=False)
-        if table.kind_of(layer) is not None and layer.weights
+        if table.rule_of_keras(layer) is not None and layer.weights
     ]
 
 

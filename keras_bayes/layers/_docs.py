@@ -1,5 +1,7 @@
 """Docstring pieces shared by the layer families, written once."""
 
+import textwrap
+
 BAYESIAN_ARGS = """\
         kernel_posterior: a `kb.posteriors` object or its name. Defaults to
             `"mean_field_normal"`.
@@ -55,6 +57,52 @@ def geometry(causal=False):
 
 def spatial_shapes(keras_layer):
     return SPATIAL_SHAPES.format(keras_layer=keras_layer)
+
+
+def _paragraph(text, first_indent="    "):
+    return textwrap.fill(
+        text,
+        76,
+        initial_indent=first_indent,
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+    )
+
+
+def estimator_summaries(what, flipout_formula, flipout_cost=""):
+    """The class summaries of a kernel layer family, one per estimator.
+
+    Args:
+        what: e.g. `"{rank}D convolution with a weight posterior"`
+            (`{rank}` is filled in per class).
+        flipout_formula: Flipout's output in the family's map.
+        flipout_cost: a sentence on Flipout's cost, or "".
+
+    Returns:
+        `(reparameterization summary, Flipout summary)`.
+    """
+    kl = "The KL to the prior is added with `add_loss`, times `kl_weight`."
+    reparameterization = (
+        _paragraph(f"{what}, reparameterization estimator.", "")
+        + "\n\n"
+        + _paragraph(
+            "One draw of the weights (`loc + scale * eps`) per call, shared "
+            f"by the whole batch (Kingma & Welling 2014). {kl}"
+        )
+        + "\n"
+    )
+    flipout = (
+        _paragraph(f"{what}, Flipout estimator.", "")
+        + "\n\n"
+        + _paragraph(
+            f"{flipout_formula} with Rademacher signs per example and "
+            "channel (Wen et al. 2018): effectively independent weight "
+            f"draws per example.{' ' + flipout_cost if flipout_cost else ''} "
+            f"{kl}"
+        )
+        + "\n"
+    )
+    return reparameterization, flipout
 
 
 def layer_doc(summary, args, shapes, example=""):

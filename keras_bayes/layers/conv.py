@@ -27,19 +27,10 @@ class VariationalConv(ConvGeometry, KernelLayer):
     """Base of the Bayesian convolutions; subclasses fix `rank`."""
 
 
-REPARAMETERIZATION_DOC = (
-    "{rank}D convolution with a weight posterior, reparameterization "
-    "estimator.\n\n    One kernel `W = kernel_loc + scale * eps` is drawn "
-    "per call and shared by\n    the whole batch (Kingma & Welling 2014); the "
-    "KL to the prior is added\n    with `add_loss`, times `kl_weight`.\n"
-)
-FLIPOUT_DOC = (
-    "{rank}D convolution with a weight posterior, Flipout estimator.\n\n"
-    "    `y = conv(x, loc) + s_out * conv(x * s_in, scale * eps)` with "
-    "Rademacher\n    signs per example and channel (Wen et al. 2018): each "
-    "example gets an\n    effectively independent kernel draw for about twice "
-    "the cost of one\n    convolution. The KL to the prior is added with "
-    "`add_loss`.\n"
+REPARAMETERIZATION_DOC, FLIPOUT_DOC = _docs.estimator_summaries(
+    "{rank}D convolution with a weight posterior",
+    "`y = conv(x, loc) + s_out * conv(x * s_in, scale * eps)`",
+    "It costs about twice one convolution.",
 )
 
 

@@ -34,18 +34,10 @@ class VariationalConvTranspose(ConvTransposeGeometry, KernelLayer):
     """Base of the Bayesian transposed convolutions; subclasses fix `rank`."""
 
 
-REPARAMETERIZATION_DOC = (
-    "{rank}D transposed convolution with a weight posterior, "
-    "reparameterization\n    estimator.\n\n    One kernel `W = kernel_loc + "
-    "scale * eps` is drawn per call and shared by\n    the whole batch; the "
-    "KL to the prior is added with `add_loss`, times\n    `kl_weight`.\n"
-)
-FLIPOUT_DOC = (
-    "{rank}D transposed convolution with a weight posterior, Flipout "
-    "estimator.\n\n    `y = conv_transpose(x, loc) + s_out * "
-    "conv_transpose(x * s_in, scale * eps)`\n    with Rademacher signs per "
-    "example and channel: effectively independent\n    kernel draws per "
-    "example. The KL to the prior is added with `add_loss`.\n"
+REPARAMETERIZATION_DOC, FLIPOUT_DOC = _docs.estimator_summaries(
+    "{rank}D transposed convolution with a weight posterior",
+    "`y = conv_transpose(x, loc) + s_out * conv_transpose(x * s_in, "
+    "scale * eps)`",
 )
 
 

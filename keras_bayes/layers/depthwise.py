@@ -23,15 +23,9 @@ ARGS_DOC = _docs.layer_doc(
 """,
 ).lstrip()
 
-REPARAMETERIZATION_DOC = (
-    "{rank}D depthwise convolution with a weight posterior, "
-    "reparameterization\n    estimator: one kernel draw per call, shared by "
-    "the batch.\n"
-)
-FLIPOUT_DOC = (
-    "{rank}D depthwise convolution with a weight posterior, Flipout "
-    "estimator:\n    signs per example and channel decorrelate the examples "
-    "of a batch.\n"
+REPARAMETERIZATION_DOC, FLIPOUT_DOC = _docs.estimator_summaries(
+    "{rank}D depthwise convolution with a weight posterior",
+    "`y = depthwise(x, loc) + s_out * depthwise(x * s_in, scale * eps)`",
 )
 
 

@@ -149,9 +149,9 @@ EinsumDenseRank1 = public_class(
 
     Member `b` (of `batch_shape`) computes `einsum(x * r_b, kernel) * s_b +
     bias_b` with one shared point-estimate `kernel` (Keras' `EinsumDense`
-    layout, no member axes), `r_b ~ N(alpha_loc[b], softplus(
-    alpha_untransformed_scale[b]) + 1e-5)` over the input feature axes (the
-    input axes summed with the kernel, in input order) and `s_b ~
+    layout, no member axes), `r_b ~ N(alpha_loc[b], alpha_scale[b])` (the
+    scale from its posterior family's variable) over the input feature
+    axes (the input axes summed with the kernel, in input order) and `s_b ~
     N(gamma_loc[b], ...)` over the output feature axes (the kernel's axes
     in the output, in output order), drawn per example on every call in
     sample mode and broadcast over the other axes (e.g. a sequence), their

@@ -106,11 +106,12 @@ def record(layer, weighted_kl, training):
 
 
 def _bayesian_layers(model):
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if hasattr(layer, "_kl_pending")
-    ]
+    """The model's built Bayesian layers (the unbuilt ones noted nothing)."""
+    # Imported here: `workflows` imports the layers, which import this
+    # module.
+    from keras_bayes.workflows import bayesian_layers
+
+    return [layer for layer in bayesian_layers(model) if layer.built]
 
 
 def _batch_size(x):

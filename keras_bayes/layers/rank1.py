@@ -28,9 +28,10 @@ ARGS_DOC = """\
 
     Member `b` (of `batch_shape`) computes `f(x * r_b, kernel) * s_b +
     bias_b` with one shared point-estimate `kernel` (Keras' layout, no
-    member axes), `r_b ~ N(alpha_loc[b], softplus(alpha_untransformed_scale
-    [b]) + 1e-5)` over the input channels and `s_b ~ N(gamma_loc[b], ...)`
-    over the output channels, drawn per example on every call in sample
+    member axes), `r_b ~ N(alpha_loc[b], alpha_scale[b])` over the input
+    channels (`alpha_scale` from the scale variable of the posterior
+    family) and `s_b ~ N(gamma_loc[b], gamma_scale[b])` over the output
+    channels, drawn per example on every call in sample
     mode, their means in mean mode. The KL of `alpha` and `gamma` to their
     priors (closed form, summed over members) is added with `add_loss`,
     times `kl_weight`. Parameters beyond the plain layer: `batch_shape`

@@ -19,11 +19,11 @@ ARGS_DOC = _docs.layer_doc(
     "both.\n"
     "        bias_posterior, bias_prior: as in `Conv2DFlipout`.\n"
     + _docs.CONTROL_ARGS,
-    "\n    Variables: `depthwise_kernel_loc` and "
-    "`depthwise_kernel_untransformed_scale`\n    (`kernel_size + (in_channels, "
-    "depth_multiplier)`), `pointwise_kernel_loc`\n    and "
-    "`pointwise_kernel_untransformed_scale` (`(1,) * rank + (in_channels *\n"
-    "    depth_multiplier, filters)`), `bias_loc`; `batch_shape` in front.\n"
+    "\n    Posterior weights: `depthwise_kernel` (`kernel_size + "
+    "(in_channels,\n    depth_multiplier)`) and `pointwise_kernel` (`(1,) * "
+    "rank + (in_channels *\n    depth_multiplier, filters)`), each held in "
+    "`<name>_loc` and the scale\n    variable of its posterior family; "
+    "`bias_loc`; `batch_shape` in front.\n"
     + _docs.spatial_shapes("SeparableConvND"),
     """\
     >>> layer = kb.layers.SeparableConv2DFlipout(8, 3, padding="same")
@@ -120,14 +120,10 @@ class VariationalSeparableConv(SeparableGeometry, KernelLayer):
         return self.add_bias(pointwise, outputs, params, draws)
 
 
-REPARAMETERIZATION_DOC = (
-    "{rank}D separable convolution with weight posteriors, "
-    "reparameterization\n    estimator: one draw of each kernel per call, "
-    "shared by the batch.\n"
-)
-FLIPOUT_DOC = (
-    "{rank}D separable convolution with weight posteriors, Flipout "
-    "estimator:\n    signs per example and channel at each stage.\n"
+REPARAMETERIZATION_DOC, FLIPOUT_DOC = _docs.estimator_summaries(
+    "{rank}D separable convolution with weight posteriors",
+    "Each stage (depthwise, then pointwise) is `map(x, loc) + s_out * "
+    "map(x * s_in, scale * eps)`",
 )
 
 

@@ -11,28 +11,31 @@ import keras
 import numpy as np
 
 from keras_bayes import _validation, posteriors
+from keras_bayes.workflows import is_bayesian
 
-# The posterior variables of a keras-bayes layer, by public attribute.
-POSTERIOR_ATTRIBUTES = (
-    "kernel_loc",
-    "kernel_untransformed_scale",
-    "bias_loc",
-    "bias_untransformed_scale",
-)
+LOC, SCALE = "loc", "scale"
 
 
-def is_bayesian(layer):
-    return getattr(layer, "kernel_loc", None) is not None
+def posterior_roles(layer):
+    """`{(weight name, "loc" or "scale"): PosteriorWeight}` of a Bayesian
+    layer: every posterior weight's location, and a stochastic one's
+    standard deviation. A source library's variables map to these roles;
+    the posterior family stores them in its own parameterisation."""
+    roles = {}
+    for weight in layer.posterior_weights:
+        roles[(weight.name, LOC)] = weight
+        if weight.posterior.stochastic:
+            roles[(weight.name, SCALE)] = weight
+    return roles
 
 
-def posterior_variables(layer):
-    """`{attribute: variable}` of a keras-bayes layer's posteriors."""
-    variables = {}
-    for attribute in POSTERIOR_ATTRIBUTES:
-        variable = getattr(layer, attribute, None)
-        if variable is not None:
-            variables[attribute] = variable
-    return variables
+def posterior_names(layer):
+    """The names of a Bayesian layer's posterior variables, sorted."""
+    return sorted(
+        variable.name
+        for weight in layer.posterior_weights
+        for variable in weight.variables.values()
+    )
 
 
 def weight_layers(model):
@@ -95,16 +98,55 @@ class Plan:
         dtype = keras.backend.standardize_dtype(variable.dtype)
         self.assignments.append((variable, value.astype(dtype)))
 
-    def add_scale(self, layer, variable, scale, what):
-        """Plan the untransformed scale that gives the standard deviations
-        `scale`; scales under keras-bayes' 1e-5 floor are raised to it (and
-        named in a warning once everything is assigned)."""
-        scale = np.asarray(scale, dtype="float64")
-        below = int(np.sum(scale < posteriors.SCALE_FLOOR))
-        if below:
-            self.floored.append(f"{what} ({below} of {scale.size})")
-        value = posteriors.MeanFieldNormal.inverse_scale(scale)
-        self.add(layer, variable, value, what)
+    def add_posterior(self, layer, weight, loc, scale, what):
+        """Plan the posterior weight `weight` <- mean `loc` and standard
+        deviations `scale` (None for a point estimate), stored by its
+        family. Scales under keras-bayes' 1e-5 floor are raised to it (and
+        named in a warning once everything is assigned).
+
+        Args:
+            layer: the Bayesian layer.
+            weight: its `PosteriorWeight`.
+            loc, scale: arrays in Keras' layout.
+            what: `{"loc": ..., "scale": ...}`, the source of each, for
+                the messages.
+        """
+        arrays = {LOC: np.asarray(loc)}
+        if scale is not None:
+            arrays[SCALE] = np.asarray(scale, dtype="float64")
+        wrong = False
+        for role, value in arrays.items():
+            if value.shape != weight.shape:
+                names = [
+                    variable.name
+                    for suffix, variable in weight.variables.items()
+                    if (suffix == LOC) == (role == LOC)
+                ]
+                self.problem(
+                    f"layer '{layer.name}': {what[role]} gives shape "
+                    f"{value.shape} in Keras' layout, the model's "
+                    f"`{'`, `'.join(names)}` has shape {weight.shape}"
+                )
+                wrong = True
+        if wrong:
+            return
+        if scale is not None:
+            below = int(np.sum(arrays[SCALE] < posteriors.SCALE_FLOOR))
+            if below:
+                self.floored.append(
+                    f"{what[SCALE]} ({below} of {arrays[SCALE].size})"
+                )
+        try:
+            values = weight.posterior.values(arrays[LOC], arrays.get(SCALE))
+        except ValueError as error:
+            self.problem(
+                f"layer '{layer.name}', weight '{weight.name}': {error}"
+            )
+            return
+        for suffix, value in values.items():
+            variable = weight.variables[suffix]
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            self.assignments.append((variable, value.astype(dtype)))
 
     def check_count(self, model_layers, saved_names, kind):
         if len(model_layers) == len(saved_names):

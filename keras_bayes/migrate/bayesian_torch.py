@@ -10,15 +10,18 @@ import numpy as np
 
 from keras_bayes import _validation
 from keras_bayes.migrate import _plan
+from keras_bayes.workflows import is_bayesian
 
-# bayesian-torch's parameter names -> keras-bayes attributes.
+# bayesian-torch's parameter names -> (keras-bayes posterior weight, role).
+# `rho` is bayesian-torch's parameterisation of the standard deviation,
+# `sigma = log1p(exp(rho))`: sigma goes to the posterior family.
 _BAYESIAN = {
-    "mu_kernel": "kernel_loc",
-    "rho_kernel": "kernel_untransformed_scale",
-    "mu_weight": "kernel_loc",
-    "rho_weight": "kernel_untransformed_scale",
-    "mu_bias": "bias_loc",
-    "rho_bias": "bias_untransformed_scale",
+    "mu_kernel": ("kernel", _plan.LOC),
+    "rho_kernel": ("kernel", _plan.SCALE),
+    "mu_weight": ("kernel", _plan.LOC),
+    "rho_weight": ("kernel", _plan.SCALE),
+    "mu_bias": ("bias", _plan.LOC),
+    "rho_bias": ("bias", _plan.SCALE),
 }
 # Buffers older bayesian-torch releases saved: the noise is no information;
 # the priors are the keras-bayes model's own (said in a warning).
@@ -159,7 +162,7 @@ def _flatten_permutation(layer):
             return None  # several inputs: not a chain from a Flatten
         if (
             kernel
-            or _plan.is_bayesian(source)
+            or is_bayesian(source)
             or isinstance(source, keras.layers.InputLayer)
             or tuple(source_input.shape) != tuple(tensor.shape)
         ):
@@ -194,35 +197,43 @@ class _Loader:
         )
 
     def bayesian(self, layer, prefix, params, perm):
-        variables = _plan.posterior_variables(layer)
+        wanted = _plan.posterior_roles(layer)
+        names = _plan.posterior_names(layer)
         self.priors.extend(f"{prefix}.{n}" for n in params if n in _PRIORS)
         roles = {_BAYESIAN[name]: name for name in params if name in _BAYESIAN}
         known = set(_BAYESIAN) | set(_PRIORS) | set(_IGNORED)
         if set(params) - known or len(roles) != len(
             [n for n in params if n in _BAYESIAN]
         ):
-            self._mismatch(layer, sorted(variables), prefix, params)
+            self._mismatch(layer, names, prefix, params)
             return
-        if "bias_untransformed_scale" in roles and (
-            "bias_untransformed_scale" not in variables
-        ):
+        bias_scale = ("bias", _plan.SCALE)
+        if bias_scale in roles and bias_scale not in wanted:
             self.dropped.append((f"{prefix}.rho_bias", layer.name))
-            del roles["bias_untransformed_scale"]
-        if set(roles) != set(variables):
-            self._mismatch(layer, sorted(variables), prefix, params)
+            del roles[bias_scale]
+        if set(roles) != set(wanted):
+            self._mismatch(layer, names, prefix, params)
             return
-        for role, variable in variables.items():
-            name = roles[role]
-            value = params[name]
-            if role.startswith("kernel"):
-                value = _keras_kernel(value, perm)
-            what = f"`{prefix}.{name}`"
-            if role.endswith("untransformed_scale"):
-                # bayesian-torch's sigma = log1p(exp(rho)).
-                sigma = np.logaddexp(0.0, value.astype("float64"))
-                self.plan.add_scale(layer, variable, sigma, what)
-            else:
-                self.plan.add(layer, variable, value, what)
+        for weight in layer.posterior_weights:
+            arrays, what = {}, {}
+            for role in (_plan.LOC, _plan.SCALE):
+                name = roles.get((weight.name, role))
+                if name is None:
+                    continue
+                value = params[name]
+                if weight.name == "kernel":
+                    value = _keras_kernel(value, perm)
+                if role == _plan.SCALE:
+                    # bayesian-torch's sigma = log1p(exp(rho)).
+                    value = np.logaddexp(0.0, value.astype("float64"))
+                arrays[role], what[role] = value, f"`{prefix}.{name}`"
+            self.plan.add_posterior(
+                layer,
+                weight,
+                arrays[_plan.LOC],
+                arrays.get(_plan.SCALE),
+                what,
+            )
 
     def plain(self, layer, prefix, params, perm):
         names = [variable.name for variable in layer.weights]
@@ -256,8 +267,10 @@ def load_bayesian_torch(model, state_dict_or_path):
 
     - bayesian-torch `Conv1d/2d/3d`, `ConvTranspose1d/2d/3d` and `Linear`
       layers (Reparameterization and Flipout) to keras-bayes layers:
-      `mu_kernel` / `mu_weight` to `kernel_loc`, and `rho_*` to the
-      untransformed scale giving the same `sigma = log1p(exp(rho))`;
+      `mu_kernel` / `mu_weight` to the kernel's posterior mean, and
+      `rho_*` to the same standard deviation `sigma = log1p(exp(rho))`,
+      which the layer's posterior family stores in its own
+      parameterisation;
     - plain `nn.Conv*d`, `nn.ConvTranspose*d`, `nn.Linear` and
       `nn.BatchNorm*d` (running statistics included) to the Keras layers.
 
@@ -265,9 +278,10 @@ def load_bayesian_torch(model, state_dict_or_path):
     dense layer fed by a `Flatten` of feature maps gets its input rows
     permuted from PyTorch's channel-major order to Keras' order, so the
     Keras model fed channels-last images (NHWC) computes what the PyTorch
-    model computes on NCHW ones. `mu_bias` goes to `bias_loc`; `rho_bias`
-    to `bias_untransformed_scale` where the layer has a mean-field bias
-    posterior, and is otherwise dropped with a warning naming it.
+    model computes on NCHW ones. `mu_bias` goes to the bias' posterior
+    mean; `rho_bias` to its standard deviation where the layer has a
+    mean-field bias posterior, and is otherwise dropped with a warning
+    naming it.
 
     Priors are not in a bayesian-torch `state_dict`: the model keeps the
     priors it was built with. Everything is checked before anything is
@@ -322,7 +336,7 @@ def load_bayesian_torch(model, state_dict_or_path):
                         f"{_plan.describe(flattens)}; build the model "
                         "from a `keras.Input` (Sequential or Functional)"
                     )
-            if _plan.is_bayesian(layer):
+            if is_bayesian(layer):
                 loader.bayesian(layer, prefix, params, perm)
             else:
                 loader.plain(layer, prefix, params, perm)

@@ -9,17 +9,26 @@ import numpy as np
 from keras_bayes import layers as kb_layers
 from keras_bayes.layers.geometry import ConvGeometry
 from keras_bayes.migrate import _files, _plan, _tfp_functions
+from keras_bayes.workflows import is_bayesian
 
-# TFP's variable names -> keras-bayes' attributes. TFP's scale is
-# softplus(u) + eps of the dtype (1.19e-7 in float32), keras-bayes' is
-# softplus(u) + 1e-5: scales are carried over, not the raw `u`.
+# TFP's variable names -> (keras-bayes posterior weight, role). TFP's
+# scale is softplus(u) + eps of the dtype (1.19e-7 in float32): the
+# standard deviations are computed from TFP's own parameterisation and
+# handed to the keras-bayes posterior family, which stores them its way.
+# TFP names them `{kernel,bias}_posterior_{loc,untransformed_scale}`.
 _ROLES = {
-    "kernel_posterior_loc": "kernel_loc",
-    "kernel_posterior_untransformed_scale": "kernel_untransformed_scale",
-    "bias_posterior_loc": "bias_loc",
-    "bias_posterior_untransformed_scale": "bias_untransformed_scale",
+    f"{weight}_posterior_{part}": (weight, role)
+    for weight in ("kernel", "bias")
+    for part, role in (("loc", _plan.LOC), ("untransformed_scale", _plan.SCALE))
 }
 _TFP_NAMES = {role: name for name, role in _ROLES.items()}
+
+
+def _tfp_scale(untransformed):
+    """TFP's `default_mean_field_normal_fn` standard deviation."""
+    eps = np.finfo(untransformed.dtype).eps
+    return np.logaddexp(0.0, untransformed.astype("float64")) + eps
+
 
 # `tfp.layers` class names (and aliases) -> keras-bayes class names.
 CLASSES = {
@@ -52,7 +61,7 @@ _KNOWN_KEYS = (
 
 
 def _roles(saved):
-    """`{keras-bayes attribute: array}` of a saved TFP layer, or a problem."""
+    """`{(weight, role): array}` of a saved TFP layer, or a problem."""
     names = [name for name, _ in saved.weights]
     if None not in names:
         unknown = [name for name in names if name not in _ROLES]
@@ -70,8 +79,9 @@ def _roles(saved):
     bias = [value for _, value in saved.weights if value.ndim == 1]
     if len(kernel) + len(bias) != len(saved.weights) or not kernel:
         return f"layer '{saved.name}': unexpected variables in the file"
-    roles = dict(zip(("kernel_loc", "kernel_untransformed_scale"), kernel))
-    roles.update(zip(("bias_loc", "bias_untransformed_scale"), bias))
+    order = (_plan.LOC, _plan.SCALE)
+    roles = {("kernel", role): value for role, value in zip(order, kernel)}
+    roles.update({("bias", role): value for role, value in zip(order, bias)})
     return roles
 
 
@@ -86,25 +96,29 @@ def _plan_bayesian(plan, layer, saved):
     if isinstance(roles, str):
         plan.problem(roles)
         return
-    variables = _plan.posterior_variables(layer)
-    if set(roles) != set(variables):
+    if set(roles) != set(_plan.posterior_roles(layer)):
         plan.problem(
             f"layer '{layer.name}' ({type(layer).__name__}) has "
-            f"{sorted(variables)}; the file's layer '{saved.name}' has "
-            f"{sorted(_TFP_NAMES[role] for role in roles)}. Match `use_bias` "
-            "and the posteriors: a TFP `default_mean_field_normal_fn()` "
-            "bias is `bias_posterior='mean_field_normal'`."
+            f"{_plan.posterior_names(layer)}; the file's layer '{saved.name}' "
+            f"has {sorted(_TFP_NAMES[role] for role in roles)}. Match "
+            "`use_bias` and the posteriors: a TFP "
+            "`default_mean_field_normal_fn()` bias is "
+            "`bias_posterior='mean_field_normal'`."
         )
         return
-    for role, variable in variables.items():
-        what = f"'{saved.name}' {_TFP_NAMES[role]}"
-        value = roles[role]
-        if role.endswith("untransformed_scale"):
-            eps = np.finfo(value.dtype).eps
-            scale = np.logaddexp(0.0, value.astype("float64")) + eps
-            plan.add_scale(layer, variable, scale, what)
-        else:
-            plan.add(layer, variable, value, what)
+    for weight in layer.posterior_weights:
+        loc, scale = (weight.name, _plan.LOC), (weight.name, _plan.SCALE)
+        what = {
+            role: f"'{saved.name}' {_TFP_NAMES[key]}"
+            for role, key in ((_plan.LOC, loc), (_plan.SCALE, scale))
+        }
+        plan.add_posterior(
+            layer,
+            weight,
+            roles[loc],
+            _tfp_scale(roles[scale]) if scale in roles else None,
+            what,
+        )
 
 
 def _plan_plain(plan, layer, saved):
@@ -132,7 +146,7 @@ def _kind(bayesian):
 
 def _plan_layer(plan, layer, saved):
     tfp_layer = _is_tfp(saved)
-    if tfp_layer != _plan.is_bayesian(layer):
+    if tfp_layer != is_bayesian(layer):
         plan.problem(
             f"layer '{layer.name}' ({type(layer).__name__}) is "
             f"{_kind(not tfp_layer)}, the file's layer '{saved.name}' is "
@@ -151,14 +165,14 @@ def load_tfp_weights(model, filepath):
     model `model.save("m.h5")`, or `model.save("m.keras")`. Layers that hold
     weights are matched in order: the k-th such layer of the file goes to
     the k-th of `model`. A `tfp.layers` conv or dense layer goes to a
-    keras-bayes layer (`kernel_posterior_loc` -> `kernel_loc`,
-    `kernel_posterior_untransformed_scale` -> `kernel_untransformed_scale`,
-    `bias_posterior_loc` -> `bias_loc`, and a mean-field bias' scale to
-    `bias_untransformed_scale`, converted to give the same standard
-    deviations: TFP adds the dtype's epsilon after the softplus, keras-bayes
-    1e-5). A plain tf_keras layer (Conv, Dense, BatchNormalization with its
-    moving statistics, ...) goes to the Keras layer with the same
-    variables. Priors, `kl_weight` and the posterior
+    keras-bayes layer: `kernel_posterior_loc` and `bias_posterior_loc`
+    give the kernel's and the bias' posterior means, and the untransformed
+    scales (the kernel's, and a mean-field bias') give the same standard
+    deviations, `softplus(u)` plus the dtype's epsilon as TFP computes
+    them, which the layer's posterior family stores in its own
+    parameterisation. A plain tf_keras layer (Conv, Dense,
+    BatchNormalization with its moving statistics, ...) goes to the Keras
+    layer with the same variables. Priors, `kl_weight` and the posterior
     switch are the model's own.
 
     Every layer is checked before anything is assigned: a different number
@@ -174,12 +188,11 @@ def load_tfp_weights(model, filepath):
     Example:
 
     ```python
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        kb.layers.Conv2DFlipout(8, 3, activation="relu"),
-        keras.layers.Flatten(),
-        kb.layers.DenseFlipout(10),
-    ])
+    inputs = keras.Input((28, 28, 1))
+    x = kb.layers.Conv2DFlipout(8, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)  # moving statistics load too
+    outputs = kb.layers.DenseFlipout(10)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
     kb.migrate.load_tfp_weights(model, "tfp_weights.h5")
     ```
     """
@@ -221,8 +234,8 @@ def _bayesian_entry(entry, saved, path, problems):
             "keras-bayes does not know; they are ignored.",
             stacklevel=4,
         )
-    kernel_stochastic = "kernel_untransformed_scale" in roles
-    bias_stochastic = "bias_untransformed_scale" in roles
+    kernel_stochastic = ("kernel", _plan.SCALE) in roles
+    bias_stochastic = ("bias", _plan.SCALE) in roles
     kwargs = {key: config[key] for key in _COMMON_ARGUMENTS if key in config}
     geometry = ("units",) if "units" in config else _CONV_ARGUMENTS
     kwargs.update({key: config[key] for key in geometry})

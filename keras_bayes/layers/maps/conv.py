@@ -66,14 +66,7 @@ class ConvMap(SpatialMap):
             kernel, (*range(1, rank + 2), rank + 2, 0, rank + 3)
         )
         kernel = ops.reshape(kernel, tuple(kernel.shape[: rank + 1]) + (-1,))
-        return members.split_channels(
-            self._apply(inputs, kernel),
-            rank,
-            self.channels_first,
-            groups,
-            count,
-            self.filters,
-        )
+        return self._apply_split(inputs, kernel, groups, count, self.filters)
 
     def _apply_members(self, inputs, kernel):
         if config.member_strategy() == "per_member":
@@ -86,11 +79,6 @@ class ConvMap(SpatialMap):
         )  # (*K, Cg, B, F)
         kernel = ops.reshape(kernel, tuple(kernel.shape[: rank + 1]) + (-1,))
         merged = members.merge_channels(inputs, rank, self.channels_first)
-        return members.split_channels(
-            self._apply(merged, kernel),
-            rank,
-            self.channels_first,
-            1,
-            inputs.shape[1],
-            self.filters,
+        return self._apply_split(
+            merged, kernel, 1, inputs.shape[1], self.filters
         )

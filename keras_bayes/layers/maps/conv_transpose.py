@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_bayes import _validation, config
-from keras_bayes.layers import members, shapes
+from keras_bayes.layers import shapes
 from keras_bayes.layers.maps.spatial import SpatialMap
 
 
@@ -75,14 +75,7 @@ class ConvTransposeMap(SpatialMap):
             kernel, (*range(1, rank + 1), 0, rank + 1, rank + 2)
         )
         kernel = ops.reshape(kernel, self.kernel_size + (-1, kernel.shape[-1]))
-        return members.split_channels(
-            self._apply(inputs, kernel),
-            rank,
-            self.channels_first,
-            1,
-            count,
-            self.filters,
-        )
+        return self._apply_split(inputs, kernel, 1, count, self.filters)
 
     def _apply_members(self, inputs, kernel):
         # `keras.ops.conv_transpose` has no groups. PyTorch and JAX lower a

@@ -44,13 +44,8 @@ class DepthwiseMap(SpatialMap):
         )  # (*K, C, B, M)
         kernel = ops.reshape(kernel, self.kernel_size + (channels, -1))
         # Channels (C, B, M) are C groups of B members.
-        return members.split_channels(
-            self._apply(inputs, kernel),
-            rank,
-            self.channels_first,
-            channels,
-            count,
-            channels * multiplier,
+        return self._apply_split(
+            inputs, kernel, channels, count, channels * multiplier
         )
 
     def _apply_members(self, inputs, kernel):
@@ -66,13 +61,7 @@ class DepthwiseMap(SpatialMap):
             kernel, self.kernel_size + (-1, self.depth_multiplier)
         )
         merged = members.merge_channels(inputs, rank, self.channels_first)
-        outputs = self._apply(merged, kernel)
         channels = inputs.shape[self.channel_from_end]
-        return members.split_channels(
-            outputs,
-            rank,
-            self.channels_first,
-            1,
-            inputs.shape[1],
-            channels * self.depth_multiplier,
+        return self._apply_split(
+            merged, kernel, 1, inputs.shape[1], channels * self.depth_multiplier
         )

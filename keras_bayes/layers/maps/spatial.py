@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_bayes import _validation, config
-from keras_bayes.layers import shapes
+from keras_bayes.layers import members, shapes
 from keras_bayes.layers.maps.base import LinearMap
 
 
@@ -184,3 +184,16 @@ class SpatialMap(LinearMap):
     def _per_member(self, inputs, kernel):
         """One operation per member on `(N, B, ...)` inputs."""
         return LinearMap._apply_members(self, inputs, kernel)
+
+    def _apply_split(self, inputs, kernel, groups, count, filters):
+        """`_apply` with a kernel that holds `count` members' kernels, its
+        output channels `(groups, count, filters / groups)` split back to
+        `(N, count, *member output)` (`members.split_channels`)."""
+        return members.split_channels(
+            self._apply(inputs, kernel),
+            self.rank,
+            self.channels_first,
+            groups,
+            count,
+            filters,
+        )
