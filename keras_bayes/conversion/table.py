@@ -63,6 +63,7 @@ from keras_bayes.layers.geometry import (
     ConvTransposeGeometry,
     DenseGeometry,
     DepthwiseGeometry,
+    EinsumGeometry,
 )
 from keras_bayes.layers.separable import SeparableGeometry
 
@@ -160,6 +161,15 @@ RULES = {
     rule.keras_class: rule
     for rule in (
         *_rules(DenseGeometry, ("units",), [(_L.Dense, None)]),
+        # `EinsumDense` has no `use_bias`: a bias exists with `bias_axes`.
+        Rule(
+            _L.EinsumDense,
+            EinsumGeometry,
+            rank=None,
+            arguments=("equation", "output_shape", "bias_axes", "activation"),
+            kernels=_KERNEL,
+            unsupported=_KERNEL_UNSUPPORTED,
+        ),
         *_rules(
             ConvGeometry,
             _CONV,
