@@ -3,11 +3,13 @@
 Usage:
     python tests/run_all_backends.py [--backends tensorflow,jax] [PYTEST ARGS]
 
-The three pytest processes run in parallel (a Keras backend is chosen once
-per process, through `KERAS_BACKEND`). Each one's full log goes to
-`.test-logs/<backend>.log`; the script prints one summary line per backend
-and a total, and exits non-zero if any backend had a failure, an error, or
-ran no test at all.
+The backends' pytest processes run in parallel (a Keras backend is chosen
+once per process, through `KERAS_BACKEND`); a whole-suite run splits the
+JAX suite, the longest, into two processes by test file (`SHARDS`). Each
+process's full log goes to `.test-logs/<backend>.log` (`jax-1.log`,
+`jax-2.log`); the script prints one summary line per backend and a total,
+and exits non-zero if any backend had a failure, an error, or ran no test
+at all.
 """
 
 import argparse
@@ -39,7 +41,31 @@ def _parse_args(argv):
     return backends, pytest_args
 
 
-def _start(backend, pytest_args, log_dir, report_dir):
+# The JAX suite compiles the most and runs longest: it is split into this
+# many processes (by test file), so that the cores that TensorFlow and
+# PyTorch free once they finish keep working on it.
+SHARDS = {"jax": 2}
+
+
+def _shards(backend, pytest_args):
+    """`(name, pytest args)` of each process of `backend`: one, or, for a
+    whole-suite run of a backend in `SHARDS`, one per share of the test
+    files (every file in exactly one share)."""
+    count = SHARDS.get(backend, 1)
+    names_tests = any(not arg.startswith("-") for arg in pytest_args)
+    if count == 1 or names_tests:
+        return [(backend, pytest_args)]
+    files = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").glob("test_*.py")
+    )
+    return [
+        (f"{backend}-{index + 1}", [*pytest_args, *files[index::count]])
+        for index in range(count)
+    ]
+
+
+def _start(backend, name, pytest_args, log_dir, report_dir):
     env = dict(os.environ)
     env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,7 +79,7 @@ def _start(backend, pytest_args, log_dir, report_dir):
     # results are the same computations; only their machine code is less
     # optimised. Set XLA_FLAGS to test with XLA's defaults.
     env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    report = report_dir / f"{backend}.xml"
+    report = report_dir / f"{name}.xml"
     cmd = [
         sys.executable,
         "-m",
@@ -67,7 +93,7 @@ def _start(backend, pytest_args, log_dir, report_dir):
         f"junit_suite_name={backend}",
         *pytest_args,
     ]
-    log = open(log_dir / f"{backend}.log", "w")
+    log = open(log_dir / f"{name}.log", "w")
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -100,33 +126,57 @@ def main(argv=None):
     # each other's counts.
     report_dir = Path(tempfile.mkdtemp(prefix="keras-bayes-tests-"))
     start = time.monotonic()
-    running = {b: _start(b, pytest_args, log_dir, report_dir) for b in backends}
+    running = {
+        backend: [
+            (name, *_start(backend, name, args, log_dir, report_dir))
+            for name, args in _shards(backend, pytest_args)
+        ]
+        for backend in backends
+    }
     print(f"running the suite on {', '.join(backends)} (logs in {log_dir})")
     sys.stdout.flush()
 
-    results = {}
-    for backend, (proc, log, report) in running.items():
-        code = proc.wait()
-        log.close()
-        results[backend] = (code, _counts(report), time.monotonic() - start)
-        counts = results[backend][1]
-        print(
-            f"{backend}: {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['errors']} errors, {counts['skipped']} skipped "
-            f"(exit {code}, {results[backend][2]:.0f} s)"
-        )
-        sys.stdout.flush()
+    # Each backend is reported when its last process ends.
+    results, failed_logs = {}, []
+    while len(results) < len(running):
+        for backend, processes in running.items():
+            if backend in results:
+                continue
+            if any(proc.poll() is None for _, proc, _, _ in processes):
+                continue
+            code, counts = (
+                0,
+                dict.fromkeys(("passed", "failed", "skipped", "errors"), 0),
+            )
+            for name, proc, log, report in processes:
+                log.close()
+                for key, value in _counts(report).items():
+                    counts[key] += value
+                if proc.returncode != 0:
+                    code = code or proc.returncode
+                    failed_logs.append((name, proc.returncode))
+            elapsed = time.monotonic() - start
+            results[backend] = (code, counts, elapsed)
+            shards = (
+                f", {len(processes)} processes" if len(processes) > 1 else ""
+            )
+            print(
+                f"{backend}: {counts['passed']} passed, {counts['failed']} "
+                f"failed, {counts['errors']} errors, {counts['skipped']} "
+                f"skipped (exit {code}, {elapsed:.0f} s{shards})"
+            )
+            sys.stdout.flush()
+        time.sleep(0.5)
 
     ok = True
-    for backend, (code, counts, _) in results.items():
+    for code, counts, _ in results.values():
         ran = counts["passed"] + counts["failed"] + counts["errors"]
         if code != 0 or ran == 0:
             ok = False
-            log_text = (log_dir / f"{backend}.log").read_text()
-            print(
-                f"\n===== {backend} failed (exit {code}); end of its log ====="
-            )
-            print(log_text[-12000:])
+    for name, code in failed_logs:
+        log_text = (log_dir / f"{name}.log").read_text()
+        print(f"\n===== {name} failed (exit {code}); end of its log =====")
+        print(log_text[-12000:])
 
     shutil.rmtree(report_dir, ignore_errors=True)
     total = {
