@@ -612,7 +612,8 @@ def test_to_bayesian_model_holds_the_posterior(problem, tmp_path, kwargs):
             np.testing.assert_allclose(scale, np.sqrt(variance), rtol=1e-5)
     if kwargs["hessian"] == "kron":
         # The marginal variances are the diagonal of (A (x) G / N +
-        # delta I)^-1, computed explicitly here.
+        # delta I)^-1, computed explicitly here (1e-5: the factors are
+        # float32 sums, as in the other Laplace checks).
         a, g = la.kron_factors
         matrix = np.kron(a, g) / la.num_examples
         covariance_matrix = np.linalg.inv(
@@ -621,7 +622,7 @@ def test_to_bayesian_model_holds_the_posterior(problem, tmp_path, kwargs):
         ((kernel, bias),) = [variances[model.layers[-1].name].values()]
         both = np.concatenate([kernel[1], bias[1][None]])
         np.testing.assert_allclose(
-            both.ravel(), np.diag(covariance_matrix), rtol=1e-6
+            both.ravel(), np.diag(covariance_matrix), rtol=1e-5
         )
 
 
