@@ -28,6 +28,9 @@ from keras import ops
 def known_bool(flag):
     """`bool(flag)` when its value is known now (eager execution), None
     inside a traced function (`tf.function`, `jax.jit`)."""
+    if keras.backend.backend() == "torch":
+        # Always eager: read the value directly, the cheapest way.
+        return float(flag.value) > 0.5
     try:
         return bool(ops.convert_to_numpy(flag) > 0.5)
     except (TypeError, RuntimeError):
