@@ -761,3 +761,22 @@ def test_bad_arguments(kwargs, argument):
 def test_needs_a_built_model(model):
     with pytest.raises(ValueError, match="argument `model`"):
         kb.to_bayesian(model())
+
+
+def test_original_still_predicts_after_the_converted_model():
+    # The layers `to_bayesian` leaves alone are copies holding copies of
+    # the original's values: on JAX a shared array would be donated (freed)
+    # by the converted model's compiled predict.
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(6, activation="relu", name="hidden"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    x = np.ones((4, 8), "float32")
+    expected = model.predict(x, verbose=0)
+    converted = kb.to_bayesian(model, layers=["head"])
+    kb.set_posterior_value(converted, "mean")
+    np.testing.assert_allclose(converted.predict(x, verbose=0), expected)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)

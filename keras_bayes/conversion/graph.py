@@ -127,7 +127,10 @@ class GraphWalker:
                     "copy, made from its config, has weights of other shapes."
                 )
             for target, source in zip(targets, sources):
-                target.assign(source.value)
+                # A copy of the value: on JAX an assigned array is shared,
+                # and a compiled step of one model donates (frees) the
+                # buffers of its variables, the other model's included.
+                target.assign(ops.copy(source.value))
 
 
 def copy_operation(operation):
