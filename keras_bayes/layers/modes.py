@@ -49,8 +49,9 @@ def branch(flag, sampled, at_mean, scaled, variables, inputs, seed):
 
     Args:
         flag: the layer's `posterior_sample` variable (1: sample).
-        variables: every variable the functions read (the layer's), so
-            that JAX differentiates them as explicit inputs.
+        variables: a function returning every variable the functions read
+            (the layer's), so that JAX differentiates them as explicit
+            inputs; called only there (not on eager calls' hot path).
         inputs, seed: the call's inputs and (JAX) its one seed.
 
     Returns:
@@ -71,6 +72,8 @@ def branch(flag, sampled, at_mean, scaled, variables, inputs, seed):
 
 def _jax_branch(flag, sampled, at_mean, scaled, variables, inputs, seed):
     import jax
+
+    variables = variables()
 
     def bound(function):
         # Runs `function` with the variables set to explicit values, so

@@ -257,7 +257,7 @@ class VariationalLayer(keras.layers.Layer):
             self._sampled,
             self._at_mean,
             self._scaled,
-            self.variables,
+            lambda: self.variables,
             inputs,
             seed,
         )
