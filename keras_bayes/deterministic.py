@@ -182,6 +182,12 @@ class Copier(graph.GraphWalker):
                     "is needed."
                 )
             self.means.append(Means(old, new, _mean_values(old)))
+        if not graph.config_rebuilds(block):
+            # Its config holds keys its class refuses (keras-hub's
+            # ViTPatchingAndEmbedding): the wrapper saves one that loads.
+            return ConvertedBlock(
+                copy, [], name=wrapper.name, trainable=wrapper.trainable
+            )
         return copy
 
     def set_weights(self):

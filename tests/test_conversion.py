@@ -340,7 +340,8 @@ class ResidualBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_bayes_tests")
 class LazyBlock(keras.layers.Layer):
-    """Makes its convolution in `build`, where conversion cannot reach."""
+    """Makes its convolution in `build`: the copy is built from the
+    original's build config, and the convolution replaced there."""
 
     def build(self, input_shape):
         self.conv = keras.layers.Conv2D(input_shape[-1], 1)
@@ -348,6 +349,14 @@ class LazyBlock(keras.layers.Layer):
 
     def call(self, x):
         return self.conv(x)
+
+
+class UnrecordedLazyBlock(LazyBlock):
+    """Makes its convolution in `build` and keeps no build config: its copy
+    cannot be built as it was, so the conversion cannot reach the layer."""
+
+    def get_build_config(self):
+        return None
 
 
 def _block_model(block):
@@ -413,6 +422,28 @@ def _unconverted_warning(model, **kwargs):
     return converted, messages[0]
 
 
+def test_layer_made_in_build_converts_saves_and_comes_back(tmp_path):
+    model = _block_model(LazyBlock(name="lazy"))
+    checks.perturb(model)
+    x = _inputs((2, 4, 4, 3))
+    converted = _convert_quietly(model, seed=0)
+    lazy_conv = model.get_layer("lazy").conv
+    assert _bayesian_names(converted) == sorted(
+        [lazy_conv.name, "stem", "head"]
+    )
+    _check(model, converted, x)
+    path = tmp_path / "lazy.keras"
+    converted.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(
+        loaded.get_layer("lazy").layer.conv, kb.layers.Conv2DFlipout
+    )
+    checks.assert_mean_mode_equal(model, loaded, x)
+    plain = kb.to_deterministic(loaded)
+    assert type(plain.get_layer("lazy").conv) is keras.layers.Conv2D
+    checks.assert_mean_mode_equal(model, plain, x)
+
+
 def test_frozen_block_stays_frozen():
     model = _block_model(ResidualBlock(3, name="block"))
     model.get_layer("block").trainable = False
@@ -433,7 +464,7 @@ def test_unreachable_layers_are_named_in_one_warning():
             return super().convolution_op(inputs, kernel - mean)
 
     inputs = keras.Input((4, 4, 3))
-    x = LazyBlock(name="lazy")(inputs)
+    x = UnrecordedLazyBlock(name="lazy")(inputs)
     x = WeightStandardizedConv2D(5, 3, name="standardized")(x)
     outputs = keras.layers.Dense(2, name="head")(x)
     model = keras.Model(inputs, outputs)
@@ -446,7 +477,7 @@ def test_unreachable_layers_are_named_in_one_warning():
     )
     assert (
         f"'{lazy_conv.name}' (Conv2D, 12 parameters): held by 'lazy' "
-        "(LazyBlock), which creates it in build"
+        "(UnrecordedLazyBlock), which creates it in build"
     ) in message
     assert (
         "'standardized' (WeightStandardizedConv2D, 140 parameters): a "

@@ -3,9 +3,8 @@
 A standalone `EinsumDense` (a transformer's projections and MLP, written
 with equations) becomes `EinsumDense<estimator>` with its kernel as the
 posterior mean, exactly in mean mode, and comes back as the Keras layer.
-`MultiHeadAttention` creates its projections in `build`, where the
-conversion cannot reach them: they are named in the warning, never left
-deterministic silently.
+`MultiHeadAttention` and keras-hub's transformers, which make their
+`EinsumDense` layers in `build`: `tests/test_conversion_transformers.py`.
 """
 
 import warnings
@@ -68,17 +67,3 @@ def test_einsum_dense_converts_exactly_and_back(estimator):
     assert type(plain.get_layer("heads")) is keras.layers.EinsumDense
     assert plain.get_layer("heads").bias is None
     np.testing.assert_array_equal(ops.convert_to_numpy(plain(x)), expected)
-
-
-def test_attention_projections_are_named_in_the_warning():
-    inputs = keras.Input((6, 8))
-    outputs = keras.layers.MultiHeadAttention(2, 4, name="attention")(
-        inputs, inputs
-    )
-    model = keras.Model(inputs, outputs)
-    with pytest.warns(UserWarning) as record:
-        kb.to_bayesian(model)
-    message = "\n".join(str(w.message) for w in record)
-    for name in ("query", "key", "value", "attention_output"):
-        assert f"'{name}' (EinsumDense" in message
-    assert "'attention' (MultiHeadAttention)" in message

@@ -16,6 +16,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from keras_bayes._export import register
+from keras_bayes.conversion import graph
 
 # Keras' own bookkeeping: `_layers` is kept in step by the tracker.
 _BOOKKEEPING = ("_layers", "_tracker")
@@ -93,12 +94,25 @@ def set_path(root, path, new):
         setattr(holder, name, new)
 
 
-def _unbuilt_config(layer):
-    # Without its build config, a layer loads unbuilt: the block builds
-    # itself and its layers on its first call, as it did at first.
+def _saved_config(layer):
+    """`layer` serialised for `from_config`, without its build config (it
+    loads unbuilt and builds itself and its layers on its first call), and
+    without the config keys its class refuses (`graph.rebuild`)."""
     config = keras.saving.serialize_keras_object(layer)
-    config.pop("build_config", None)
-    return config
+    build_config = config.pop("build_config", None)
+    loadable = graph.rebuild(type(layer), layer.get_config())[1]
+    config["config"] = {
+        key: value for key, value in config["config"].items() if key in loadable
+    }
+    return config, build_config
+
+
+def _has_path(root, path):
+    try:
+        get_path(root, path)
+    except (AttributeError, IndexError, KeyError):
+        return False
+    return True
 
 
 @register
@@ -142,17 +156,18 @@ class ConvertedBlock(keras.layers.Layer):
         return self.layer(inputs, *args, **kwargs)
 
     def get_config(self):
-        block = _unbuilt_config(self.layer)
+        block, build_config = _saved_config(self.layer)
         converted = [
             {
                 "paths": group,
-                "layer": _unbuilt_config(get_path(self.layer, group[0])),
+                "layer": _saved_config(get_path(self.layer, group[0]))[0],
             }
             for group in self.paths
         ]
         return {
             **super().get_config(),
             "layer": block,
+            "block_build_config": build_config,
             "converted": converted,
         }
 
@@ -160,10 +175,21 @@ class ConvertedBlock(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         block = keras.saving.deserialize_keras_object(config.pop("layer"))
-        paths = []
-        for entry in config.pop("converted"):
+        build_config = config.pop("block_build_config", None)
+        converted = config.pop("converted")
+        paths = [path for entry in converted for path in entry["paths"]]
+        if build_config and not (
+            paths and all(_has_path(block, p) for p in paths)
+        ):
+            # The block makes these layers in `build` (MultiHeadAttention),
+            # or holds none of keras-bayes (it is wrapped for its config):
+            # built here, not first inside a traced call (on PyTorch, the
+            # constants its build makes would be made on the meta device).
+            block.build_from_config(build_config)
+        groups = []
+        for entry in converted:
             bayesian = keras.saving.deserialize_keras_object(entry["layer"])
             for path in entry["paths"]:
                 set_path(block, path, bayesian)
-            paths.append(entry["paths"])
-        return cls(block, paths, **config)
+            groups.append(entry["paths"])
+        return cls(block, groups, **config)

@@ -372,7 +372,14 @@ class Converter(graph.GraphWalker):
         inner = original._flatten_layers(include_self=False)
         targets = [layer for layer in inner if id(layer) in self.selected]
         if not targets:
-            return copy
+            if copy is original or graph.config_rebuilds(original):
+                return copy
+            # Its config holds keys its class refuses (keras-hub's
+            # ViTPatchingAndEmbedding): the wrapper saves a config that
+            # loads.
+            return blocks.ConvertedBlock(
+                copy, [], name=original.name, trainable=original.trainable
+            )
         copied = copy._flatten_layers(include_self=False)
         if len(copied) != len(inner) or any(
             type(a) is not type(b) for a, b in zip(inner, copied)
@@ -409,11 +416,13 @@ class Converter(graph.GraphWalker):
     # -- once the copy is built -------------------------------------------
 
     def check_replacements(self):
-        """A replaced inner layer must be unused, its Bayesian one used."""
+        """A replaced inner layer must be uncalled, its Bayesian one called
+        (`built` would not do: a block made in `build` is built with its
+        plain layers before they are replaced)."""
         for record in self.converted:
             if record.replaced is None:
                 continue
-            if record.replaced.built or not record.layer.built:
+            if record.replaced._called or not record.layer._called:
                 raise ValueError(
                     "to_bayesian cannot convert layer "
                     f"'{record.original.name}': the layer holding it also "

@@ -20,6 +20,7 @@ keras-bayes) and `deterministic.Copier` (keras-bayes -> Keras).
 """
 
 import dataclasses
+import inspect
 
 import keras
 from keras import ops
@@ -142,10 +143,16 @@ def copy_operation(operation):
 
 
 def copy_layer(layer, caller):
-    """A copy of `layer` from its config (unbuilt), or `layer` itself if it
-    holds no weights and cannot be rebuilt from its config."""
+    """A copy of `layer` from its config, or `layer` itself if it holds no
+    weights and cannot be rebuilt from its config.
+
+    The copy is unbuilt, unless `layer` makes layers in its `build` (as
+    `MultiHeadAttention` and keras-hub's transformer blocks do): then the
+    copy is built from `layer`'s build config, so that it holds the same
+    layers as `layer` (their weights are set later).
+    """
     try:
-        return type(layer).from_config(layer.get_config())
+        new = from_config(type(layer), layer.get_config())
     except NOT_CLONABLE as error:
         if not layer.weights:
             return layer  # nothing to copy: sharing it changes nothing
@@ -154,6 +161,79 @@ def copy_layer(layer, caller):
             f"({type(layer).__name__}) from its config: "
             f"{type(error).__name__}: {error}"
         ) from error
+    if _makes_layers_in_build(layer, new):
+        try:
+            new.build_from_config(layer.get_build_config())
+        except Exception:  # noqa: BLE001 - any failure of a foreign build
+            # A build that needs more than the recorded shapes: the copy
+            # builds on its first call instead, and a selected layer it
+            # makes there is named in the conversion's warning.
+            new = from_config(type(layer), layer.get_config())
+    return new
+
+
+def _makes_layers_in_build(original, copy):
+    return (
+        original.built
+        and not copy.built
+        and original.get_build_config() is not None
+        and len(copy._flatten_layers(include_self=False))
+        < len(original._flatten_layers(include_self=False))
+    )
+
+
+def from_config(cls, config):
+    """`cls.from_config(config)`, tolerating config keys that `cls`'s
+    constructor refuses when they are derived from the others (`rebuild`)."""
+    return rebuild(cls, config)[0]
+
+
+def rebuild(cls, config):
+    """`(cls.from_config(c), c)`: `c` is `config`, or `config` less the
+    keys that `cls`'s constructor refuses when they are derived ones.
+
+    keras-hub 0.32's `ViTPatchingAndEmbedding` writes `num_patches` and
+    `num_positions` into its config but does not take them. When
+    `from_config` raises a TypeError, it is called again without the keys
+    that no `__init__` of the class names; that copy is kept only if its
+    own config has every dropped key at `config`'s value (they were
+    derived), else the first error is raised.
+    """
+    try:
+        return cls.from_config(config), config
+    except TypeError as error:
+        accepted = _constructor_arguments(cls)
+        trimmed = {k: v for k, v in config.items() if k in accepted}
+        if len(trimmed) == len(config):
+            raise
+        try:
+            new = cls.from_config(trimmed)
+        except TypeError:
+            raise error from None
+        derived = new.get_config()
+        dropped = set(config) - set(trimmed)
+        if any(derived.get(key) != config[key] for key in dropped):
+            raise error from None
+        return new, trimmed
+
+
+def config_rebuilds(layer):
+    """Whether `type(layer).from_config(layer.get_config())` works, as
+    loading a saved model needs."""
+    try:
+        type(layer).from_config(layer.get_config())
+    except NOT_CLONABLE:
+        return False
+    return True
+
+
+def _constructor_arguments(cls):
+    names = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return names - {"self", "args", "kwargs"}
 
 
 def own_weights(layer):
