@@ -14,7 +14,10 @@ Over a 2x2 mesh of virtual CPU devices (`batch` x `model`,
   (the same draws: the random stream does not depend on the sharding);
 - a keras-hub backbone's own layout map (`GemmaBackbone.get_layout_map`)
   shards a Bayesian transformer block whose layers carry the backbone's
-  weight names.
+  weight names;
+- a keras-hub BERT backbone converted by `to_bayesian` under the
+  distribution computes the original in mean mode, and a map keyed by its
+  weight names shards every posterior of its attention and MLP layers.
 
 The device set-up must precede JAX's initialisation, so the checks run in
 one fresh Python process (`WORKER`), started once for the module.
@@ -216,6 +219,45 @@ for name, layout_map in (
             v.path: axes(hub_map[weight_path(v.path)]) for v in model.weights
         },
     }
+
+
+# A keras-hub BERT backbone converted under the distribution: its layers,
+# made in `build`, are Bayesian, and a map keyed by keras-hub's weight
+# names (BertBackbone has no `get_layout_map`) shards their posteriors.
+from keras_hub.models import BertBackbone
+
+keras.distribution.set_distribution(None)
+keras.utils.set_random_seed(0)
+bert = BertBackbone(
+    vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+    intermediate_dim=32, max_sequence_length=12,
+)
+tokens = {
+    "token_ids": rng.integers(0, 50, size=(4, 12)).astype("int32"),
+    "segment_ids": rng.integers(0, 2, size=(4, 12)).astype("int32"),
+    "padding_mask": np.ones((4, 12), "int32"),
+}
+expected = bert.predict(tokens, verbose=0)
+bert_map = keras.distribution.LayoutMap(MESH)
+bert_map["transformer_layer.*(query|key|value).kernel"] = (None, "model", None)
+bert_map["transformer_layer.*attention_output.kernel"] = ("model", None, None)
+bert_map["transformer_layer.*intermediate_dense.kernel"] = (None, "model")
+bert_map["transformer_layer.*feedforward_output_dense.kernel"] = ("model", None)
+keras.distribution.set_distribution(
+    keras.distribution.ModelParallel(
+        layout_map=kb.distribution.posterior_layout_map(bert_map),
+        batch_dim_name="batch",
+    )
+)
+converted = kb.to_bayesian(bert, posterior_value="mean")
+got = converted.predict(tokens, batch_size=4, verbose=0)
+results["bert"] = {
+    "shardings": shardings(converted),
+    "bayesian": len(kb.workflows.bayesian_layers(converted)),
+    "max_difference": max(
+        float(np.max(np.abs(got[key] - expected[key]))) for key in expected
+    ),
+}
 print("RESULT " + json.dumps(results))
 """
 
@@ -338,6 +380,28 @@ def test_posterior_layout_map_shards_posteriors_as_their_weights(results):
         path = f"decoder_block_0_attention_query/kernel_{suffix}"
         assert hub["shardings"][path] == ["model", "batch", None]
     _check_layouts(hub["shardings"], layouts)
+
+
+@jax_only
+def test_converted_keras_hub_bert_shards_its_posteriors(results):
+    bert = results["bert"]
+    assert bert["bayesian"] == 13
+    # Mean mode on the mesh computes the single-device original.
+    assert bert["max_difference"] < 1e-5
+    shardings = bert["shardings"]
+    block = "transformer_layer_1/self_attention_layer/"
+    for suffix in ("loc", "untransformed_scale"):
+        for name in ("query", "key", "value"):
+            path = f"{block}{name}/kernel_{suffix}"
+            assert shardings[path] == [None, "model", None], path
+        path = f"{block}attention_output/kernel_{suffix}"
+        assert shardings[path] == ["model", None, None]
+        ffw = "transformer_layer_0/feedforward_"
+        path = f"{ffw}intermediate_dense/kernel_{suffix}"
+        assert shardings[path] == [None, "model"]
+        path = f"{ffw}output_dense/kernel_{suffix}"
+        assert shardings[path] == ["model", None]
+    assert shardings["pooled_dense/kernel_loc"] == [None, None]
 
 
 def test_posterior_layout_map_rejects_other_objects():
