@@ -8,6 +8,13 @@ block's config cannot say so (it rebuilds plain layers), so the block is
 wrapped in a `ConvertedBlock`, whose config records which attributes hold
 which Bayesian layer: a `.keras` file then loads with the same layers.
 
+A block that makes its layers in `build` (`MultiHeadAttention`, keras-hub's
+transformer blocks) is copied built (`graph.copy_layer`); its wrapper saves
+the block's build config, and loading builds the block before putting the
+Bayesian layers in. A layer whose config holds keys its own class refuses
+(`graph.rebuild`) is wrapped with no Bayesian layer, for a config that
+loads.
+
 An attribute path is a list of steps from the block: an attribute name, or
 an int indexing the list or tuple before it (`["gates", 1]`).
 """

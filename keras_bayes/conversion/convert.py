@@ -5,9 +5,11 @@ The copy is made by the cloning machinery (`graph.GraphWalker`) with the
 becomes its keras-bayes counterpart (`table.RULES`), built with
 zero-initialised posteriors and set once the copy is built (MOPED,
 through the posterior family); inside a subclassed layer that holds
-selected layers (a residual block), Bayesian layers are put at the copy's
-attributes, when the copy made its layers in its constructor as the
-original did, and the copy is wrapped in a `ConvertedBlock` (`blocks.py`).
+selected layers (a residual block, `MultiHeadAttention`, a transformer
+block), Bayesian layers are put at the copy's attributes, once the copy
+holds the layers the original holds (made in its constructor, or in its
+`build`, replayed from the original's build config, `graph.copy_layer`),
+and the copy is wrapped in a `ConvertedBlock` (`blocks.py`).
 Every layer it cannot convert is recorded with the reason, for the one
 warning that `to_bayesian` gives.
 """
@@ -43,11 +45,12 @@ def to_bayesian(
 ):
     """A copy of `model` whose convolution and dense layers are Bayesian.
 
-    Keras `Dense`, `Conv1D/2D/3D`, `Conv1D/2D/3DTranspose`,
+    Keras `Dense`, `EinsumDense`, `Conv1D/2D/3D`, `Conv1D/2D/3DTranspose`,
     `DepthwiseConv1D/2D` and `SeparableConv1D/2D` layers become the matching
     keras-bayes layer, wherever they are: in the model's graph, in nested
     Sequential and Functional models, or inside subclassed layers (residual
-    blocks) that make them in their constructor. Every argument is carried
+    blocks, `MultiHeadAttention`, keras-hub's transformer blocks) that make
+    them in their constructor or in `build`. Every argument is carried
     over (strides, padding, groups, dilation, depth multiplier, output
     padding, data format, activation, use_bias); each kernel's posterior
     mean is the trained kernel and its scale `moped_delta * |w|` (MOPED,
@@ -58,10 +61,10 @@ def to_bayesian(
 
     Nothing is left deterministic without a word: layers holding weights
     that the conversion cannot reach (a subclass of a Keras convolution, a
-    layer a subclassed layer makes in `build`, a kind keras-bayes does not
-    have in this version) are named in one `UserWarning`, with their
-    parameter counts; so are regularizers and constraints, which the
-    Bayesian layers do not take.
+    layer a subclassed layer makes in `build` without a build config to
+    replay, a kind keras-bayes does not have in this version) are named
+    in one `UserWarning`, with their parameter counts; so are regularizers
+    and constraints, which the Bayesian layers do not take.
 
     Args:
         model: a built Sequential or Functional Keras model.
@@ -384,7 +387,8 @@ class Converter(graph.GraphWalker):
         if len(copied) != len(inner) or any(
             type(a) is not type(b) for a, b in zip(inner, copied)
         ):
-            # The copy makes its layers later (in `build`) or differently.
+            # The copy makes its layers differently, or in a `build` that
+            # its original's build config could not replay.
             for layer in targets:
                 self._refuse(layer, _inside(original, "creates it in build"))
             return copy
