@@ -15,18 +15,21 @@ warning that `to_bayesian` gives.
 """
 
 import collections
-import dataclasses
-import warnings
 
 import keras
 import numpy as np
-from keras import ops, tree
 from keras.src.models.functional import Functional
 
 from keras_bayes import _validation, posteriors
-from keras_bayes.conversion import blocks, graph, selection, table
+from keras_bayes.conversion import (
+    blocks,
+    ensemble,
+    graph,
+    report,
+    selection,
+    table,
+)
 from keras_bayes.layers.members_in_batch import (
-    MembersFromBatch,
     MembersInBatch,
 )
 from keras_bayes.layers.rank1 import Rank1Layer
@@ -146,7 +149,7 @@ def to_bayesian(
     # block on real (zero) tensors to infer shapes, and a Flipout layer in
     # sample mode doubles that; the requested mode is set once converted.
     arguments = {"kl_weight": kl_weight, "posterior_value": "mean"}
-    members = _ensemble_size(ensemble_size, estimator, prior)
+    members = ensemble.ensemble_size(ensemble_size, estimator, prior)
     if members is None:
         arguments["kernel_prior"] = prior
     else:
@@ -159,56 +162,10 @@ def to_bayesian(
     for record in converter.converted:
         record.layer.posterior_value = posterior_value
     converter.copy_trainable_flags(model, new_model)
-    _warn(converter, candidates)
+    report.warn(converter, candidates)
     if members is not None:
-        new_model = _members_model(new_model, members)
+        new_model = ensemble.members_model(new_model, members)
     return new_model
-
-
-def _ensemble_size(value, estimator, prior):
-    """`ensemble_size` for `estimator="rank1"`, else None."""
-    if estimator != "rank1":
-        if value is not None:
-            raise _validation.invalid(
-                "ensemble_size",
-                'Expected None: only estimator="rank1" has members.',
-                value,
-            )
-        return None
-    if value is None:
-        raise _validation.invalid(
-            "ensemble_size",
-            'estimator="rank1" needs the number of members, a positive int.',
-            value,
-        )
-    if not (isinstance(prior, str) and prior == "normal"):
-        raise _validation.invalid(
-            "prior",
-            'Expected the default: with estimator="rank1" the kernels stay '
-            "point estimates and the factors take the rank-1 layers' prior, "
-            "N(1, 0.1).",
-            prior,
-        )
-    return _validation.positive_int(value, "ensemble_size")
-
-
-def _members_model(network, members):
-    """`network` fed `members` copies of each input in its batch axis, its
-    outputs `(N, members, ...)`."""
-    inputs = [
-        keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype)
-        for tensor in network.inputs
-    ]
-    tiled = [
-        ops.tile(x, (members,) + (1,) * (len(x.shape) - 1)) for x in inputs
-    ]
-    outputs = network(tiled if len(tiled) > 1 else tiled[0])
-    outputs = tree.map_structure(
-        lambda output: MembersFromBatch(members)(output), outputs
-    )
-    return keras.Model(
-        inputs if len(inputs) > 1 else inputs[0], outputs, name=network.name
-    )
 
 
 def _moped_delta(value):
@@ -221,70 +178,6 @@ def _moped_delta(value):
             "moped_delta", "Expected a finite, strictly positive number.", value
         )
     return delta
-
-
-def _warn(converter, candidates):
-    dropped = [record for record in converter.converted if record.dropped]
-    if dropped:
-        listed = "; ".join(
-            f"'{record.original.name}': {record.dropped}" for record in dropped
-        )
-        warnings.warn(
-            "to_bayesian dropped arguments that the Bayesian layers do not "
-            "take (the KL term regularises the kernels instead): "
-            f"{listed}.",
-            stacklevel=3,
-        )
-    if converter.unconverted:
-        refused = converter.unconverted
-        total = sum(record.layer.count_params() for record in refused)
-        lines = "\n".join(
-            f"  '{record.layer.name}' ({type(record.layer).__name__}, "
-            f"{record.layer.count_params():,} parameters): {record.reason}"
-            for record in refused
-        )
-        count = len(converter.unconverted)
-        warnings.warn(
-            f"to_bayesian left {count} layer{'s' if count > 1 else ''} "
-            f"holding {total:,} parameters deterministic, because it cannot "
-            f"convert them:\n{lines}",
-            stacklevel=3,
-        )
-    elif not candidates:
-        warnings.warn(
-            "to_bayesian: the model has no Conv or Dense layer to convert; "
-            "the copy is deterministic.",
-            stacklevel=3,
-        )
-
-
-@dataclasses.dataclass
-class Converted:
-    """A layer the conversion made Bayesian.
-
-    Attributes:
-        original: the Keras layer.
-        layer: its Bayesian counterpart (without the `MembersInBatch`
-            wrapper of a rank-1 layer).
-        rule: the `table.Rule` used.
-        dropped: config keys that the Bayesian layer has no place for.
-        replaced: inside a subclassed block, the plain copy the Bayesian
-            layer stands in for; None elsewhere.
-    """
-
-    original: object
-    layer: object
-    rule: object
-    dropped: list
-    replaced: object = None
-
-
-@dataclasses.dataclass
-class Unconverted:
-    """A selected layer left deterministic, and why."""
-
-    layer: object
-    reason: str
 
 
 class Converter(graph.GraphWalker):
@@ -351,7 +244,9 @@ class Converter(graph.GraphWalker):
             trainable=layer.trainable,
         )
         dropped = [key for key in rule.unsupported if config.get(key)]
-        self.converted.append(Converted(layer, new, rule, dropped, replaced))
+        self.converted.append(
+            report.Converted(layer, new, rule, dropped, replaced)
+        )
         return new
 
     def _placeholders(self):
@@ -366,7 +261,7 @@ class Converter(graph.GraphWalker):
         return {"kernel_posterior": posteriors.MeanFieldNormal().placeholder()}
 
     def _refuse(self, layer, reason):
-        self.unconverted.append(Unconverted(layer, reason))
+        self.unconverted.append(report.Unconverted(layer, reason))
 
     # -- layers inside subclassed layers ----------------------------------
 
@@ -440,7 +335,7 @@ class Converter(graph.GraphWalker):
         for record in self.converted:
             original, new = record.original, record.layer
             if isinstance(new, Rank1Layer):
-                _set_rank1(original, new)
+                ensemble.set_rank1(original, new)
                 continue
             _default_posterior(new)
             weights = {
@@ -494,13 +389,3 @@ def _default_posterior(layer):
     for weight in layer.posterior_weights:
         if weight.name != "bias":
             weight.posterior = posterior
-
-
-def _set_rank1(original, new):
-    """The shared kernel is the trained one, each member's bias the trained
-    bias (plain weights, no posterior); the factors keep the values their
-    family gave them, centred on 1."""
-    new.kernel.assign(graph.numpy(original.kernel))
-    if original.use_bias:
-        bias = graph.numpy(original.bias)
-        new.bias.assign(np.broadcast_to(bias, tuple(new.bias.shape)))
