@@ -32,6 +32,8 @@ import numpy as np
 from keras import ops, tree
 
 from keras_bayes import laplace
+from keras_bayes._laplace_ops import compile_step
+from keras_bayes._laplace_ops import to_float64 as _numpy
 
 
 def _selected(model):
@@ -102,7 +104,7 @@ class AllLayers:
 
     def accumulate(self, x, y, n, batch_size):
         values = self._values()
-        terms = laplace._compile(self._batch_terms)
+        terms = compile_step(self._batch_terms)
         sums = [np.zeros(t.shape) for t in self.theta]
         total = 0.0
         for start, stop, xb in laplace._batches(x, n, batch_size):
@@ -184,7 +186,7 @@ class AllLayers:
 
     def logits_moments(self, x, dtype, full_covariance):
         if getattr(self, "_compiled", (None,))[0] is not full_covariance:
-            function = laplace._compile(
+            function = compile_step(
                 lambda v, x, s: self._moments(v, x, s, full_covariance)
             )
             self._compiled = (full_covariance, function)
@@ -203,10 +205,6 @@ class AllLayers:
     def sample_outputs(self, x, dtype, samples):
         x = tree.map_structure(ops.convert_to_tensor, x)
         return ops.stack([self._logits(self._values(s), x) for s in samples])
-
-
-def _numpy(tensor):
-    return ops.convert_to_numpy(tensor).astype("float64")
 
 
 def _logits_function(head, variables):

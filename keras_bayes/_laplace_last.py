@@ -17,12 +17,12 @@ import numpy as np
 from keras import ops
 
 from keras_bayes import _validation
+from keras_bayes._laplace_ops import compile_step as _compile
+from keras_bayes._laplace_ops import matmul as _matmul
 from keras_bayes.laplace import (
     MAX_FULL_PARAMETERS,
     _batches,
-    _compile,
     _compute_dtype,
-    _matmul,
 )
 
 

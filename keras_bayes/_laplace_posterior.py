@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_bayes import _validation
+from keras_bayes._laplace_ops import to_float64 as _numpy
 from keras_bayes.laplace import (
     DEFAULT_LINK_SAMPLES,
     GRID,
@@ -18,7 +19,6 @@ from keras_bayes.laplace import (
     _choice,
     _compute_dtype,
     _num_examples,
-    _numpy,
     _prior_precision,
 )
 

@@ -14,7 +14,8 @@ Two subsets of weights:
   `keras.ops` (no autodiff): `"kron"` (Kronecker factors), `"full"` (the
   exact GGN) or `"diag"` (its diagonal). Each batch's sums are one
   function, compiled with `jax.jit` or `tf.function` where the backend
-  compiles (imported inside `_compile`), run as is on PyTorch.
+  compiles (imported inside `_laplace_ops.compile_step`), run as is on
+  PyTorch.
 - `subset="all"` with `hessian="diag"`: the exact GGN diagonal of every
   kernel and bias of the layers `kb.to_bayesian` converts, from per-example
   Jacobians of the logits. Those come from each backend's own autodiff
@@ -391,31 +392,6 @@ def fit(
     else:
         laplace.prior_precision = prior
     return laplace
-
-
-def _matmul(a, b):
-    """`a @ b` for a 2-D `b`, keeping float64 (`keras.ops.matmul` on
-    PyTorch returns float32 for float64 inputs)."""
-    return ops.einsum("...ij,jk->...ik", a, b)
-
-
-def _compile(function):
-    """`function` compiled where the backend compiles (`jax.jit`,
-    `tf.function`); as is on PyTorch."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(function, reduce_retracing=True)
-    return function
-
-
-def _numpy(tensor):
-    return ops.convert_to_numpy(tensor).astype("float64")
 
 
 # The last layer's curvature lives in its own module, which reads this
