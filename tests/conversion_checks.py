@@ -5,6 +5,8 @@ its kernels (the posterior locations), `moped_delta * |kernel|` (the
 posterior scales, through NumPy's softplus) and its other weights.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -94,3 +96,18 @@ def assert_moped(original, converted, moped_delta):
                 numpy(layer.bias_loc), numpy(source.bias)
             )
     return bayesian
+
+
+def convert_with_warnings(model, **kwargs):
+    """`kb.to_bayesian(model, **kwargs)` and the messages of the
+    `UserWarning`s it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = kb.to_bayesian(model, **kwargs)
+    messages = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, UserWarning)
+        and str(w.message).startswith("to_bayesian")
+    ]
+    return converted, messages

@@ -409,15 +409,8 @@ def test_layers_inside_a_subclassed_block_are_converted(tmp_path):
 
 
 def _unconverted_warning(model, **kwargs):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        converted = kb.to_bayesian(model, **kwargs)
-    messages = [
-        str(w.message)
-        for w in caught
-        if issubclass(w.category, UserWarning)
-        and "deterministic" in str(w.message)
-    ]
+    converted, messages = checks.convert_with_warnings(model, **kwargs)
+    messages = [m for m in messages if "deterministic" in m]
     assert len(messages) == 1, messages
     return converted, messages[0]
 

@@ -20,8 +20,6 @@ backbone, against the original:
 A standalone `keras.layers.MultiHeadAttention` converts the same way.
 """
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -105,20 +103,6 @@ def _assert_outputs_equal(expected, got, rtol=1e-5):
     return max(differences)
 
 
-def _convert(model, **kwargs):
-    """`to_bayesian`, returning the converted model and its warnings."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        converted = kb.to_bayesian(model, **kwargs)
-    messages = [
-        str(w.message)
-        for w in caught
-        if issubclass(w.category, UserWarning)
-        and str(w.message).startswith("to_bayesian")
-    ]
-    return converted, messages
-
-
 class Case:
     def __init__(self, name):
         build, self.last_block, self.head = BACKBONES[name]
@@ -127,7 +111,9 @@ class Case:
         self.model = build()
         checks.perturb(self.model)
         self.x = _inputs(name)
-        self.converted, self.warnings = _convert(self.model, seed=0)
+        self.converted, self.warnings = checks.convert_with_warnings(
+            self.model, seed=0
+        )
 
 
 @pytest.fixture(scope="module", params=list(BACKBONES))
@@ -189,7 +175,9 @@ def test_keras_round_trip_and_back_to_keras(case, tmp_path):
 
 
 def test_layers_selects_the_last_block_or_the_head(case):
-    last, messages = _convert(case.model, layers=[case.last_block])
+    last, messages = checks.convert_with_warnings(
+        case.model, layers=[case.last_block]
+    )
     assert messages == []
     block = [
         layer
@@ -206,7 +194,9 @@ def test_layers_selects_the_last_block_or_the_head(case):
     kb.set_posterior_value(last, "mean")
     _assert_outputs_equal(_outputs(case.model, case.x), _outputs(last, case.x))
     if case.head is not None:
-        head, messages = _convert(case.model, layers=[case.head])
+        head, messages = checks.convert_with_warnings(
+            case.model, layers=[case.head]
+        )
         assert messages == []
         bayesian = kb.workflows.bayesian_layers(head)
         assert [layer.name for layer in bayesian] == [case.head]
@@ -238,7 +228,9 @@ def test_multi_head_attention_converts_exactly_and_back(tmp_path):
     model = keras.Model(inputs, outputs)
     checks.perturb(model)
     x = np.random.default_rng(1).normal(size=(2, 6, 8)).astype("float32")
-    converted, messages = _convert(model, estimator="reparameterization")
+    converted, messages = checks.convert_with_warnings(
+        model, estimator="reparameterization"
+    )
     assert messages == []
     attention = converted.get_layer("attention").layer
     for name in ("_query_dense", "_key_dense", "_value_dense"):
